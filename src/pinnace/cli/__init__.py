@@ -1,0 +1,1 @@
+"""The ``pinnace`` command."""

@@ -1,0 +1,1 @@
+"""The transport-free hot path: validation, the data plane and the adaptive batcher."""

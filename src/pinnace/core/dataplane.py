@@ -1,0 +1,167 @@
+"""The DataPlane: every protocol operation, once, for REST and gRPC alike.
+
+Transports decode a request, call one method here and encode what it returns. Nothing in this
+module knows HTTP or gRPC; errors are :class:`~pinnace.errors.PinnaceError` subclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pinnace import __version__
+from pinnace.core.batcher import Batcher
+from pinnace.core.stats import InferenceObserver, ModelStats, NullObserver
+from pinnace.core.validation import SignatureCheck
+from pinnace.errors import InvalidInputError, ModelNotReadyError
+from pinnace.protocol.datatypes import datatype_of
+from pinnace.protocol.types import (
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    RepositoryEntry,
+    ServerMetadata,
+    Tensor,
+)
+from pinnace.repository import ModelRepository, ModelState, ServedVersion
+
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "schedule_policy"]
+
+
+class DataPlane:
+    """The protocol operations over one repository."""
+
+    def __init__(self, repository: ModelRepository, *, server_name: str = "pinnace") -> None:
+        self.repository = repository
+        self.server_name = server_name
+        self.shutting_down = False
+        self._checks: dict[int, SignatureCheck] = {}
+
+    # -- health and metadata ----------------------------------------------------------------
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return not self.shutting_down and self.repository.ready()
+
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(name=self.server_name, version=__version__, extensions=EXTENSIONS)
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        try:
+            served = self.repository.get(name, version)
+        except ModelNotReadyError:
+            return False
+        return served.state is ModelState.READY
+
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        served = self.repository.get(name, version)
+        m = served.manifest
+        versions = [str(v.version) for v in self.repository.served_versions() if v.name == name]
+        parameters: dict[str, Any] = {"description": m.description} if m.description else {}
+        parameters.update(served.runtime.metadata_parameters())
+        return ModelMetadata(
+            name=name,
+            versions=sorted(versions, key=int) if version is None else [served.version_str],
+            platform=served.runtime.platform,
+            inputs=[t.spec() for t in m.inputs],
+            outputs=[t.spec() for t in m.outputs],
+            parameters=parameters or None,
+        )
+
+    def model_stats(self, name: str | None = None, version: str | None = None) -> list[ModelStats]:
+        if name is None:
+            served = self.repository.served_versions()
+        elif version is None:
+            self.repository.get(name)
+            served = [v for v in self.repository.served_versions() if v.name == name]
+        else:
+            served = [self.repository.get(name, version)]
+        return [v.scheduler.stats for v in served if v.scheduler is not None]
+
+    # -- inference --------------------------------------------------------------------------
+
+    async def infer(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
+        served = self.repository.get(name, version)
+        scheduler = served.scheduler
+        if scheduler is None or served.state is not ModelState.READY:
+            raise ModelNotReadyError(f"model {name!r} version {served.version} is not ready")
+        checked = self._check(served).check(request)
+        timeout_s = _timeout_s(served, request)
+        arrays = await scheduler.submit(
+            checked.inputs, checked.outputs, rows=checked.rows, key=checked.key, timeout_s=timeout_s
+        )
+        specs = {t.name: t.datatype for t in served.manifest.outputs}
+        outputs = [
+            Tensor(name=out, datatype=specs.get(out) or datatype_of(arr.dtype), data=arr)
+            for out, arr in arrays.items()
+        ]
+        return InferResponse(
+            model_name=name, model_version=served.version_str, id=request.id, outputs=outputs
+        )
+
+    def _check(self, served: ServedVersion) -> SignatureCheck:
+        check = self._checks.get(id(served))
+        if check is None or check.name != served.name:
+            check = self._checks[id(served)] = SignatureCheck(served.manifest)
+        return check
+
+    # -- repository extension ---------------------------------------------------------------
+
+    def repository_index(self) -> list[RepositoryEntry]:
+        return self.repository.index()
+
+    async def load_model(self, name: str) -> None:
+        await self.repository.load(name)
+        self._forget_stale_checks()
+
+    async def unload_model(self, name: str) -> None:
+        await self.repository.unload(name)
+        self._forget_stale_checks()
+
+    def _forget_stale_checks(self) -> None:
+        live = {id(v) for v in self.repository.served_versions()}
+        for key in [k for k in self._checks if k not in live]:
+            del self._checks[key]
+
+
+def scheduler_factory(
+    observer: InferenceObserver | None = None,
+) -> Callable[[ServedVersion], Batcher]:
+    """Builds the batcher (and its thread pool) for each version the repository loads."""
+    watcher = observer or NullObserver()
+
+    def make(served: ServedVersion) -> Batcher:
+        m = served.manifest
+        executor = ThreadPoolExecutor(
+            max_workers=m.instances, thread_name_prefix=f"pinnace-{m.name}-{served.version}"
+        )
+        runtime = served.runtime
+        return Batcher(
+            runtime.predict,
+            executor,
+            instances=m.instances,
+            max_batch_size=m.batching.max_batch_size,
+            max_queue_delay_s=m.batching.max_queue_delay_us / 1e6,
+            max_queue_size=m.batching.max_queue_size,
+            stats=ModelStats(name=m.name, version=served.version_str),
+            observer=watcher,
+        )
+
+    return make
+
+
+def _timeout_s(served: ServedVersion, request: InferRequest) -> float:
+    b = served.manifest.batching
+    default_ms = b.default_timeout_ms or b.max_timeout_ms
+    params = request.parameters
+    if not params or "timeout" not in params:
+        return default_ms / 1000
+    asked = params["timeout"]
+    # V2 "timeout" is in microseconds (Triton's convention); it may only shorten the maximum.
+    if isinstance(asked, bool) or not isinstance(asked, int | float) or asked <= 0:
+        raise InvalidInputError("parameter 'timeout' must be a positive number of microseconds")
+    return min(asked / 1e6, b.max_timeout_ms / 1000)
+

@@ -1,0 +1,207 @@
+"""The V2 REST body codec: JSON, plus the binary tensor data extension.
+
+A request body is a JSON header optionally followed by raw tensor bytes; the
+``Inference-Header-Content-Length`` header says where the JSON ends. Inputs with a
+``binary_data_size`` parameter take their data from the bytes after the JSON, in input order.
+Outputs are returned as binary when the request asks (``binary_data`` per output or
+``binary_data_output`` for all).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from pinnace.errors import InvalidInputError
+from pinnace.protocol.datatypes import dtype_of
+from pinnace.protocol.tensors import array_from_bytes, array_to_bytes, as_bytes, element_count
+from pinnace.protocol.types import InferRequest, InferResponse, RequestedOutput, Tensor
+
+
+class _WireInput(msgspec.Struct):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class _WireOutput(msgspec.Struct):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class _WireRequest(msgspec.Struct):
+    inputs: list[_WireInput]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[_WireOutput] | None = None
+
+
+_decoder = msgspec.json.Decoder(_WireRequest)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_request(
+    body: bytes | memoryview, json_length: int | None, *, max_elements: int
+) -> InferRequest:
+    """Decode a V2 request body. ``json_length`` is the binary extension header, if sent."""
+    if json_length is None:
+        header, binary = body, memoryview(b"")
+    else:
+        if json_length < 0 or json_length > len(body):
+            raise InvalidInputError(
+                f"Inference-Header-Content-Length {json_length} exceeds the body of {len(body)} bytes"
+            )
+        view = memoryview(body)
+        header, binary = view[:json_length], view[json_length:]
+    try:
+        wire = _decoder.decode(header)
+    except msgspec.ValidationError as exc:
+        raise InvalidInputError(f"invalid inference request: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInputError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInputError("malformed JSON: nested too deeply") from None
+    offset = 0
+    inputs = []
+    for item in wire.inputs:
+        size = _binary_size(item)
+        if size is not None:
+            if offset + size > len(binary):
+                raise InvalidInputError(
+                    f"input {item.name!r} declares {size} binary bytes, but only "
+                    f"{len(binary) - offset} remain in the body"
+                )
+            data = array_from_bytes(
+                item.name, item.datatype, item.shape, binary[offset : offset + size], max_elements
+            )
+            offset += size
+        else:
+            data = _array_from_json(item, max_elements)
+        inputs.append(Tensor(name=item.name, datatype=item.datatype, data=data, parameters=item.parameters))
+    if offset != len(binary):
+        raise InvalidInputError(f"{len(binary) - offset} bytes of binary data belong to no input")
+    outputs = None
+    if wire.outputs is not None:
+        outputs = [RequestedOutput(name=o.name, parameters=o.parameters) for o in wire.outputs]
+    return InferRequest(inputs=inputs, id=wire.id, parameters=wire.parameters, outputs=outputs)
+
+
+def encode_response(response: InferResponse, request: InferRequest) -> tuple[bytes, int | None]:
+    """(body, JSON header length when the body carries binary outputs, else None)."""
+    binary_all = bool(request.parameters and request.parameters.get("binary_data_output"))
+    per_output = {
+        o.name: bool(o.parameters.get("binary_data"))
+        for o in request.outputs or ()
+        if o.parameters and "binary_data" in o.parameters
+    }
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes | memoryview] = []
+    for tensor in response.outputs:
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": list(tensor.data.shape),
+        }
+        if per_output.get(tensor.name, binary_all):
+            blob = array_to_bytes(tensor.datatype, tensor.data)
+            entry["parameters"] = {"binary_data_size": len(blob) if isinstance(blob, bytes) else blob.nbytes}
+            blobs.append(blob)
+        else:
+            entry["data"] = json_data(tensor.datatype, tensor.data)
+        outputs.append(entry)
+    doc: dict[str, Any] = {"model_name": response.model_name}
+    if response.model_version is not None:
+        doc["model_version"] = response.model_version
+    if response.id is not None:
+        doc["id"] = response.id
+    if response.parameters:
+        doc["parameters"] = response.parameters
+    doc["outputs"] = outputs
+    header = _encoder.encode(doc)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+def json_data(datatype: str, array: np.ndarray) -> list[Any]:
+    """A tensor's ``data`` as a flat JSON list (row-major)."""
+    flat = array.ravel()
+    if datatype == "BYTES":
+        return [_text(item) for item in flat]
+    if datatype == "BF16":
+        return (flat.astype(np.uint32) << 16).view(np.float32).tolist()  # type: ignore[no-any-return]
+    return flat.tolist()  # type: ignore[no-any-return]
+
+
+def encode_json(value: Any) -> bytes:
+    """Encode metadata, index or error documents."""
+    return _encoder.encode(value)
+
+
+def _binary_size(item: _WireInput) -> int | None:
+    if not item.parameters or "binary_data_size" not in item.parameters:
+        return None
+    size = item.parameters["binary_data_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise InvalidInputError(f"input {item.name!r}: binary_data_size must be a non-negative integer")
+    if item.data is not None:
+        raise InvalidInputError(f"input {item.name!r} has both binary data and JSON data")
+    return size
+
+
+def _array_from_json(item: _WireInput, max_elements: int) -> np.ndarray:
+    count = element_count(item.name, item.shape, max_elements)
+    dtype = dtype_of(item.datatype)
+    if item.data is None:
+        raise InvalidInputError(f"input {item.name!r} has no data")
+    if item.datatype == "BYTES":
+        flat = _flatten(item.data)
+        array = np.empty(len(flat), dtype=object)
+        array[:] = [as_bytes(v) for v in flat]
+    elif item.datatype == "BF16":
+        raise InvalidInputError(f"input {item.name!r}: BF16 is only accepted as binary data")
+    else:
+        try:
+            array = np.array(item.data, dtype=dtype)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise InvalidInputError(
+                f"input {item.name!r}: data does not fit datatype {item.datatype}: {_first_line(exc)}"
+            ) from None
+    if array.size != count:
+        raise InvalidInputError(
+            f"input {item.name!r}: {array.size} data elements, but shape {item.shape} needs {count}"
+        )
+    return array.reshape(item.shape)
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                if len(stack) > 16:
+                    raise InvalidInputError("BYTES data nested too deeply")
+                stack.append(iter(value))
+                break
+            flat.append(value)
+        else:
+            stack.pop()
+    return flat
+
+
+def _text(item: object) -> Any:
+    if isinstance(item, bytes):
+        try:
+            return item.decode()
+        except UnicodeDecodeError:
+            return item.decode("latin-1")
+    return item if isinstance(item, str) else str(item)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

@@ -1,0 +1,112 @@
+"""Wiring and lifecycle of ``pinnace serve``: one event loop hosting every listener.
+
+Start: listeners open at once (liveness is true while models load); readiness turns true once
+every model is loaded and warmed up. SIGTERM or SIGINT: readiness fails at once, the listeners
+stop accepting, in-flight requests get ``graceful_timeout_s`` to finish, models are unloaded,
+and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from pinnace.core.dataplane import DataPlane, scheduler_factory
+from pinnace.repository import ModelRepository
+from pinnace.server.rest.app import RestApp
+from pinnace.server.rest.management import ManagementApp
+from pinnace.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to us, so several can share a loop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _uvicorn(app: Any, host: str, port: int, settings: ServerSettings) -> _Server:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="none",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=int(settings.graceful_timeout_s),
+        backlog=4096,
+    )
+    return _Server(config)
+
+
+def build_dataplane(settings: ServerSettings) -> DataPlane:
+    repository = ModelRepository(
+        settings.repository,
+        scheduler_factory(),
+        drain_grace_s=settings.graceful_timeout_s,
+    )
+    return DataPlane(repository)
+
+
+async def serve(settings: ServerSettings, *, data_socket: socket.socket | None = None) -> None:
+    """Run the server until SIGTERM/SIGINT; returns after a graceful shutdown."""
+    dataplane = build_dataplane(settings)
+    rest = RestApp(
+        dataplane,
+        max_body_bytes=settings.max_body_bytes,
+        max_elements=settings.max_elements,
+        sagemaker=settings.sagemaker,
+    )
+    servers: list[tuple[_Server, list[socket.socket] | None]] = [
+        (_uvicorn(rest, settings.host, settings.http_port, settings), [data_socket] if data_socket else None)
+    ]
+    if settings.management_port is not None:
+        token = settings.management_token or _new_token()
+        management = ManagementApp(dataplane, token)
+        servers.append(
+            (_uvicorn(management, settings.management_host, settings.management_port, settings), None)
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loading = asyncio.create_task(dataplane.repository.load_all())
+    tasks = [asyncio.create_task(server.serve(socks)) for server, socks in servers]
+    stopped = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    # Readiness fails first, so that load balancers stop sending before the listeners close.
+    dataplane.shutting_down = True
+    log.info("shutting down: draining in-flight requests")
+    for server, _ in servers:
+        server.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    loading.cancel()
+    await dataplane.repository.unload_all()
+    stopped.cancel()
+    for task in tasks:
+        if task in done and task.exception() is not None:
+            raise RuntimeError("a listener failed to start") from task.exception()
+    log.info("stopped")
+
+
+def _new_token() -> str:
+    token = secrets.token_urlsafe(24)
+    log.warning(
+        "no management token configured; generated one for this run", extra={"management_token": token}
+    )
+    return token

@@ -1,0 +1,1 @@
+"""The REST transport: raw ASGI apps for the data and management listeners."""

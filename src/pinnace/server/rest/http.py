@@ -1,0 +1,78 @@
+"""Small ASGI helpers: capped body reading, header lookup, responses. Kept minimal because
+every layer here is paid for on every request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pinnace.errors import InvalidInputError, PayloadTooLargeError
+from pinnace.protocol.json_codec import encode_json
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Headers = list[tuple[bytes, bytes]]
+
+JSON = b"application/json"
+OCTETS = b"application/octet-stream"
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body arrived."""
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+async def read_body(scope: Scope, receive: Any, cap: int) -> bytes:
+    """The whole body, refusing (413) as soon as it is known to exceed ``cap`` bytes."""
+    declared = header(scope, b"content-length")
+    if declared is not None:
+        try:
+            if int(declared) > cap:
+                raise PayloadTooLargeError(f"body of {int(declared)} bytes exceeds the limit of {cap}")
+        except ValueError:
+            raise InvalidInputError("invalid Content-Length header") from None
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > cap:
+            raise PayloadTooLargeError(f"body exceeds the limit of {cap} bytes")
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > cap:
+            # Chunked bodies announce no length: stop as soon as the cap is crossed.
+            raise PayloadTooLargeError(f"body exceeds the limit of {cap} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def respond(
+    send: Any, status: int, body: bytes, content_type: bytes = JSON, extra: Headers | None = None
+) -> None:
+    headers: Headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def respond_json(send: Any, status: int, value: Any, extra: Headers | None = None) -> None:
+    await respond(send, status, encode_json(value), JSON, extra)
+
+
+async def respond_error(send: Any, status: int, message: str, extra: Headers | None = None) -> None:
+    await respond(send, status, encode_json({"error": message}), JSON, extra)

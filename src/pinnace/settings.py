@@ -1,0 +1,46 @@
+"""Server settings. The CLI fills them from options, each also read from ``PINNACE_<NAME>``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+
+class ServerSettings(msgspec.Struct, kw_only=True):
+    """Everything ``pinnace serve`` can be told."""
+
+    repository: Path
+    """The model repository folder (``REPO/<model>/model.yaml``, or Triton/MLServer layouts)."""
+    host: str = "127.0.0.1"
+    """Address of the data listener (REST inference, health, metadata, metrics)."""
+    http_port: int = 8000
+    """Port of the data listener."""
+    grpc_port: int | None = 8001
+    """Port of the gRPC listener; None turns gRPC off."""
+    management_host: str = "127.0.0.1"
+    """Address of the management listener (repository load/unload). Loopback by default."""
+    management_port: int | None = 8002
+    """Port of the management listener; None turns it off."""
+    management_token: str | None = None
+    """Bearer token the management API requires; a random one is made (and logged) if unset."""
+    max_body_bytes: int = 64 * 1024 * 1024
+    """Largest request body (JSON or binary) accepted; larger ones get 413 while streaming."""
+    max_elements: int = 64 * 1024 * 1024
+    """Largest tensor accepted, in elements, checked before anything is allocated."""
+    grpc_max_message_bytes: int = 64 * 1024 * 1024
+    """Largest gRPC message received or sent."""
+    workers: int = 1
+    """Server processes sharing the data port (SO_REUSEPORT); each loads its own models."""
+    graceful_timeout_s: float = 30.0
+    """On SIGTERM, how long in-flight requests may take before the process exits."""
+    strict_readiness: bool = True
+    """Ready only when every model in the repository is ready (Triton's default)."""
+    log_format: str = "json"
+    """``json`` (one object per line) or ``text`` (for people)."""
+    log_level: str = "info"
+    """Root log level; ``module=level`` pairs after a comma set levels per module."""
+    access_log: bool = True
+    """One log line per request."""
+    sagemaker: bool = False
+    """Also answer the SageMaker contract (``GET /ping``, ``POST /invocations``)."""
