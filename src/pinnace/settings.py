@@ -22,6 +22,8 @@ class ServerSettings(msgspec.Struct, kw_only=True):
     """Address of the management listener (repository load/unload). Loopback by default."""
     management_port: int | None = 8002
     """Port of the management listener; None turns it off."""
+    grpc_management_port: int | None = 8003
+    """Port of the gRPC management listener (repository RPCs) on management_host; None: off."""
     management_token: str | None = None
     """Bearer token the management API requires; a random one is made (and logged) if unset."""
     max_body_bytes: int = 64 * 1024 * 1024
@@ -42,5 +44,7 @@ class ServerSettings(msgspec.Struct, kw_only=True):
     """Root log level; ``module=level`` pairs after a comma set levels per module."""
     access_log: bool = True
     """One log line per request."""
+    tracing: str = "off"
+    """Where OpenTelemetry spans go: ``off``, ``console``, or ``otlp`` (OTEL_EXPORTER_* env)."""
     sagemaker: bool = False
     """Also answer the SageMaker contract (``GET /ping``, ``POST /invocations``)."""

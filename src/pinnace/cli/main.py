@@ -26,6 +26,8 @@ def main() -> None:
 @click.option("--grpc-port", default=8001, show_default=True, help="gRPC port; 0 turns gRPC off.")
 @click.option("--management-host", default="127.0.0.1", show_default=True, help="Management listener address.")
 @click.option("--management-port", default=8002, show_default=True, help="Management port; 0 turns it off.")
+@click.option("--grpc-management-port", default=8003, show_default=True,
+              help="gRPC repository (management) port on the management host; 0 turns it off.")
 @click.option("--management-token", default=None, help="Bearer token for the management API (random if unset).")
 @click.option("--max-body-bytes", default=64 * 1024 * 1024, show_default=True, help="Largest request body.")
 @click.option("--workers", default=1, show_default=True, help="Server processes sharing the port.")
@@ -34,6 +36,8 @@ def main() -> None:
               help="Ready only when every model is ready.")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True)
 @click.option("--log-level", default="info", show_default=True, help="Level, then optional module=level pairs.")
+@click.option("--tracing", type=click.Choice(["off", "console", "otlp"]), default="off", show_default=True,
+              help="Export OpenTelemetry spans.")
 @click.option("--sagemaker", is_flag=True, help="Also answer GET /ping and POST /invocations.")
 def serve(
     repository: Path,
@@ -42,6 +46,7 @@ def serve(
     grpc_port: int,
     management_host: str,
     management_port: int,
+    grpc_management_port: int,
     management_token: str | None,
     max_body_bytes: int,
     workers: int,
@@ -49,6 +54,7 @@ def serve(
     strict_readiness: bool,
     log_format: str,
     log_level: str,
+    tracing: str,
     sagemaker: bool,
 ) -> None:
     """Serve every model in REPOSITORY."""
@@ -63,6 +69,7 @@ def serve(
         grpc_port=grpc_port or None,
         management_host=management_host,
         management_port=management_port or None,
+        grpc_management_port=grpc_management_port or None,
         management_token=management_token,
         max_body_bytes=max_body_bytes,
         workers=workers,
@@ -70,6 +77,7 @@ def serve(
         strict_readiness=strict_readiness,
         log_format=log_format,
         log_level=log_level,
+        tracing=tracing,
         sagemaker=sagemaker,
     )
     try:

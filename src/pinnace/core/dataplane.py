@@ -32,8 +32,11 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "schedule_
 class DataPlane:
     """The protocol operations over one repository."""
 
-    def __init__(self, repository: ModelRepository, *, server_name: str = "pinnace") -> None:
+    def __init__(
+        self, repository: ModelRepository, *, server_name: str = "pinnace", strict_readiness: bool = True
+    ) -> None:
         self.repository = repository
+        self.strict_readiness = strict_readiness
         self.server_name = server_name
         self.shutting_down = False
         self._checks: dict[int, SignatureCheck] = {}
@@ -44,7 +47,7 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        return not self.shutting_down and self.repository.ready()
+        return not self.shutting_down and self.repository.ready(strict=self.strict_readiness)
 
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata(name=self.server_name, version=__version__, extensions=EXTENSIONS)

@@ -68,6 +68,7 @@ class ModelRepository:
         self._drain_grace_s = drain_grace_s
         self._on_load = on_load
         self._models: dict[str, _Model] = {}
+        self._initial_load_done = False
 
     # -- discovery and state ----------------------------------------------------------------
 
@@ -85,9 +86,11 @@ class ModelRepository:
                 self._models.setdefault(path.name, _Model(path.name))
         return names
 
-    def ready(self) -> bool:
-        """True when every known model has at least one version ready (strict readiness)."""
-        return all(m.state is ModelState.READY for m in self._models.values())
+    def ready(self, *, strict: bool = True) -> bool:
+        """Whether the startup load has finished and, when ``strict``, every model is READY."""
+        if not self._initial_load_done:
+            return False
+        return not strict or all(m.state is ModelState.READY for m in self._models.values())
 
     def index(self) -> list[RepositoryEntry]:
         """One row per version (and one per model with no version), for the index API."""
@@ -139,6 +142,7 @@ class ModelRepository:
         """Load every discovered model; failures are recorded, never raised."""
         names = self.discover()
         await asyncio.gather(*(self._load_quietly(name) for name in names))
+        self._initial_load_done = True
 
     async def _load_quietly(self, name: str) -> None:
         try:
@@ -167,12 +171,14 @@ class ModelRepository:
                 self._record_failure(model, exc.message, reloading)
                 raise
             if not loaded:
-                reason = "; ".join(f"version {v}: {r}" for v, r in sorted(failed.items())) or "no version folders"
-                self._record_failure(model, reason, reloading)
-                raise ModelLoadError(f"model {name!r} could not be loaded: {reason}")
+                reason = "; ".join(f"version {v}: {e.message}" for v, e in sorted(failed.items()))
+                self._record_failure(model, reason or "no version folders", reloading)
+                # Keep the error's class (a TrustError stays one) when one version failed.
+                cls = type(next(iter(failed.values()))) if len(failed) == 1 else ModelLoadError
+                raise cls(f"model {name!r} could not be loaded: {reason or 'no version folders'}")
             old = model.versions
             model.versions = {served.version: served for served in loaded}
-            model.failed = failed
+            model.failed = {v: e.message for v, e in failed.items()}
             model.state = ModelState.READY
             model.reason = ""
             log.info("model %s ready (versions %s)", name, sorted(model.versions))
@@ -207,9 +213,11 @@ class ModelRepository:
 
     async def _load_versions(
         self, manifest: Manifest, directory: Path
-    ) -> tuple[list[ServedVersion], dict[int, str]]:
+    ) -> tuple[list[ServedVersion], dict[int, PinnaceError]]:
         wanted, missing = select_versions(manifest, directory)
-        failed = {v: "version folder not found" for v in missing}
+        failed: dict[int, PinnaceError] = {
+            v: ModelLoadError("version folder not found") for v in missing
+        }
         loaded: list[ServedVersion] = []
         for number in wanted:
             version_dir = directory if manifest.unversioned else directory / str(number)
@@ -217,12 +225,12 @@ class ModelRepository:
             try:
                 served = await asyncio.to_thread(_load_version, manifest, directory, version_dir, number)
             except PinnaceError as exc:
-                failed[number] = exc.message
+                failed[number] = exc
                 self._notify(manifest.name, number, time.monotonic() - started, ok=False)
                 continue
             except Exception as exc:  # a framework's own failure while loading
                 log.exception("loading %s version %d failed", manifest.name, number)
-                failed[number] = f"load failed: {type(exc).__name__}"
+                failed[number] = ModelLoadError(f"load failed: {type(exc).__name__}")
                 self._notify(manifest.name, number, time.monotonic() - started, ok=False)
                 continue
             served.load_seconds = time.monotonic() - started

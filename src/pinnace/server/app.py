@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 
 from pinnace.core.dataplane import DataPlane, scheduler_factory
+from pinnace.observability.setup import Observability, build_observability
 from pinnace.repository import ModelRepository
 from pinnace.server.rest.app import RestApp
 from pinnace.server.rest.management import ManagementApp
@@ -54,29 +55,33 @@ def _uvicorn(app: Any, host: str, port: int, settings: ServerSettings) -> _Serve
     return _Server(config)
 
 
-def build_dataplane(settings: ServerSettings) -> DataPlane:
+def build_dataplane(settings: ServerSettings, obs: Observability) -> DataPlane:
     repository = ModelRepository(
         settings.repository,
-        scheduler_factory(),
+        scheduler_factory(obs.observer),
         drain_grace_s=settings.graceful_timeout_s,
+        on_load=obs.on_load,
     )
-    return DataPlane(repository)
+    return DataPlane(repository, strict_readiness=settings.strict_readiness)
 
 
 async def serve(settings: ServerSettings, *, data_socket: socket.socket | None = None) -> None:
     """Run the server until SIGTERM/SIGINT; returns after a graceful shutdown."""
-    dataplane = build_dataplane(settings)
+    obs = build_observability(settings)
+    dataplane = build_dataplane(settings, obs)
+    token = settings.management_token or _new_token()
     rest = RestApp(
         dataplane,
         max_body_bytes=settings.max_body_bytes,
         max_elements=settings.max_elements,
+        metrics=obs.metrics,
+        listener=obs.listener,
         sagemaker=settings.sagemaker,
     )
     servers: list[tuple[_Server, list[socket.socket] | None]] = [
         (_uvicorn(rest, settings.host, settings.http_port, settings), [data_socket] if data_socket else None)
     ]
     if settings.management_port is not None:
-        token = settings.management_token or _new_token()
         management = ManagementApp(dataplane, token)
         servers.append(
             (_uvicorn(management, settings.management_host, settings.management_port, settings), None)
@@ -85,6 +90,12 @@ async def serve(settings: ServerSettings, *, data_socket: socket.socket | None =
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    grpc = None
+    if settings.grpc_port is not None:
+        from pinnace.server.grpc.server import GrpcListener
+
+        grpc = GrpcListener(dataplane, settings, token=token, listener=obs.listener)
+        await grpc.start()
     loading = asyncio.create_task(dataplane.repository.load_all())
     tasks = [asyncio.create_task(server.serve(socks)) for server, socks in servers]
     stopped = asyncio.create_task(stop.wait())
@@ -94,7 +105,10 @@ async def serve(settings: ServerSettings, *, data_socket: socket.socket | None =
     log.info("shutting down: draining in-flight requests")
     for server, _ in servers:
         server.should_exit = True
-    await asyncio.gather(*tasks, return_exceptions=True)
+    stopping = [*tasks]
+    if grpc is not None:
+        stopping.append(asyncio.create_task(grpc.stop(settings.graceful_timeout_s)))
+    await asyncio.gather(*stopping, return_exceptions=True)
     loading.cancel()
     await dataplane.repository.unload_all()
     stopped.cancel()

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pinnace.core.validation import SignatureCheck
+from pinnace.errors import InvalidInputError
+from pinnace.manifest import parse_manifest
+from pinnace.protocol.types import InferRequest, RequestedOutput, Tensor
+
+MANIFEST = parse_manifest(
+    """
+name: m
+runtime: onnx
+inputs:
+  - {name: x, datatype: FP32, shape: [-1, 3]}
+  - {name: w, datatype: FP32, shape: [-1, 3], allow_nan: true}
+outputs:
+  - {name: y, datatype: FP32, shape: [-1]}
+  - {name: z, datatype: FP32, shape: [-1]}
+batching: {max_batch_size: 4}
+"""
+)
+
+
+def req(*tensors: Tensor, outputs: list[str] | None = None) -> InferRequest:
+    return InferRequest(
+        inputs=list(tensors), outputs=[RequestedOutput(o) for o in outputs] if outputs else None
+    )
+
+
+def fp32(name: str, *rows: list[float]) -> Tensor:
+    return Tensor(name, "FP32", np.array(rows, dtype=np.float32))
+
+
+def test_good_request_gives_rows_key_and_outputs() -> None:
+    checked = SignatureCheck(MANIFEST).check(req(fp32("x", [1, 2, 3], [4, 5, 6]), fp32("w", [0, 0, 0], [1, 1, 1]), outputs=["z"]))
+    assert checked.rows == 2
+    assert checked.outputs == ["z"]
+    again = SignatureCheck(MANIFEST).check(req(fp32("x", [1, 2, 3]), fp32("w", [0, 0, 0])))
+    assert again.key == checked.key  # same inner shapes batch together
+    assert again.outputs == ["y", "z"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (req(fp32("x", [1, 2, 3])), "missing input 'w'"),
+        (req(fp32("x", [1, 2, 3]), fp32("w", [1, 2, 3]), fp32("q", [1, 2, 3])), "unknown input 'q'"),
+        (req(fp32("x", [1, 2]), fp32("w", [1, 2])), "expects [-1, 3]"),
+        (req(Tensor("x", "FP64", np.zeros((1, 3))), fp32("w", [1, 2, 3])), "datatype FP64"),
+        (req(fp32("x", [1, 2, float("nan")]), fp32("w", [1, 2, 3])), "NaN or Inf"),
+        (req(fp32("x", [1, 2, 3]), fp32("w", [1, 2, 3], [1, 2, 3])), "same size along the batch"),
+        (req(fp32("x", *[[1, 2, 3]] * 5), fp32("w", *[[1, 2, 3]] * 5)), "exceeds the model's max_batch_size"),
+        (req(fp32("x", [1, 2, 3]), fp32("w", [1, 2, 3]), outputs=["nope"]), "unknown output 'nope'"),
+        (req(fp32("x", [1, 2, 3]), fp32("x", [1, 2, 3])), "given twice"),
+    ],
+)
+def test_bad_requests(request_: InferRequest, message: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        SignatureCheck(MANIFEST).check(request_)
+    assert message in info.value.message
+
+
+def test_nan_allowed_where_the_manifest_says_so() -> None:
+    checked = SignatureCheck(MANIFEST).check(req(fp32("x", [1, 2, 3]), fp32("w", [float("inf"), 0, 0])))
+    assert checked.rows == 1
