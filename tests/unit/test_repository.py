@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 from pathlib import Path
@@ -76,7 +75,7 @@ async def test_tampered_trusted_pickle_is_refused(tmp_path: Path) -> None:
 
 async def test_extra_unhashed_file_beside_trusted_artifact_is_refused(example_repo: Path) -> None:
     (example_repo / "iris-sklearn" / "1" / "sneaky.py").write_text("print('hi')\n")
-    with pytest.raises(TrustError, match="sneaky.py"):
+    with pytest.raises(TrustError, match=r"sneaky\.py"):
         await repository(example_repo).load("iris-sklearn")
 
 
@@ -175,4 +174,4 @@ def test_loaded_model_predicts_like_onnxruntime(example_repo: Path) -> None:
     session = ort.InferenceSession(str(example_repo / "iris" / "1" / "model.onnx"))
     x = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
     assert session.run(["label"], {"input": x})[0].tolist() == [0]
-    assert os.path.exists(example_repo / "iris" / "model.yaml")
+    assert (example_repo / "iris" / "model.yaml").exists()

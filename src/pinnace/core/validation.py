@@ -94,7 +94,7 @@ def _check_tensor(spec: TensorSignature, datatype: str, data: np.ndarray) -> Non
             f"input {spec.name!r} has datatype {datatype}, the model expects {spec.datatype}"
         )
     if data.ndim != len(spec.shape) or any(
-        want != -1 and got != want for got, want in zip(data.shape, spec.shape, strict=True)
+        want not in (-1, got) for got, want in zip(data.shape, spec.shape, strict=True)
     ):
         raise InvalidInputError(
             f"input {spec.name!r} has shape {list(data.shape)}, the model expects {spec.shape}"

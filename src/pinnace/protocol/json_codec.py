@@ -134,7 +134,7 @@ def json_data(datatype: str, array: np.ndarray) -> list[Any]:
         return [_text(item) for item in flat]
     if datatype == "BF16":
         return (flat.astype(np.uint32) << 16).view(np.float32).tolist()  # type: ignore[no-any-return]
-    return flat.tolist()  # type: ignore[no-any-return]
+    return flat.tolist()
 
 
 def encode_json(value: Any) -> bytes:

@@ -59,7 +59,7 @@ def array_to_bytes(datatype: str, array: np.ndarray) -> bytes | memoryview:
     wire = array.astype(array.dtype.newbyteorder("<"), copy=False)
     if not wire.flags.c_contiguous:
         wire = np.ascontiguousarray(wire)
-    return memoryview(wire).cast("B")
+    return wire.data.cast("B")
 
 
 def serialize_bytes_elements(array: np.ndarray) -> bytes:

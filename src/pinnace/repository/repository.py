@@ -10,6 +10,7 @@ serving. Models are independent: one failing never stops another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -145,10 +146,9 @@ class ModelRepository:
         self._initial_load_done = True
 
     async def _load_quietly(self, name: str) -> None:
-        try:
+        # A failure is recorded as UNAVAILABLE with its reason and logged by load().
+        with contextlib.suppress(PinnaceError):
             await self.load(name)
-        except PinnaceError:
-            pass  # recorded as UNAVAILABLE with its reason; logged in load()
 
     async def load(self, name: str) -> None:
         """Load or reload ``name``. Raises the reason when no new version could be loaded."""

@@ -52,7 +52,7 @@ class Runtime(ABC):
     def predict(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
         """Compute ``outputs`` (names from the signature) from ``inputs`` (keyed by input name)."""
 
-    def unload(self) -> None:
+    def unload(self) -> None:  # noqa: B027 - optional hook; most runtimes have nothing to free
         """Release what ``load`` took. Called once no request uses this instance any more."""
 
     def metadata_parameters(self) -> dict[str, Any]:
