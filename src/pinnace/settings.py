@@ -36,6 +36,9 @@ class ServerSettings(msgspec.Struct, kw_only=True):
     """Server processes sharing the data port (SO_REUSEPORT); each loads its own models."""
     graceful_timeout_s: float = 30.0
     """On SIGTERM, how long in-flight requests may take before the process exits."""
+    shutdown_delay_s: float = 0.0
+    """On SIGTERM, how long to keep serving (readiness already failing) before the listeners
+    close, so that load balancers see readiness fail and stop sending first."""
     strict_readiness: bool = True
     """Ready only when every model in the repository is ready (Triton's default)."""
     log_format: str = "json"
@@ -43,7 +46,14 @@ class ServerSettings(msgspec.Struct, kw_only=True):
     log_level: str = "info"
     """Root log level; ``module=level`` pairs after a comma set levels per module."""
     access_log: bool = True
-    """One log line per request."""
+    """One log line per request (logger ``pinnace.access``), written off the event loop."""
+    payload_log: str | None = None
+    """Where models that opt in (``payload_log`` in model.yaml) log sampled requests and
+    responses: a directory (``<model>.jsonl`` files) or an ``http(s)://`` URL; None: nowhere."""
+    payload_log_max_bytes: int = 100 * 1024 * 1024
+    """Size at which a payload log file is rotated."""
+    payload_log_backups: int = 5
+    """Rotated payload log files kept per model (``<model>.jsonl.1`` … ``.N``)."""
     tracing: str = "off"
     """Where OpenTelemetry spans go: ``off``, ``console``, or ``otlp`` (OTEL_EXPORTER_* env)."""
     sagemaker: bool = False

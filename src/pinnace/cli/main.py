@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from pinnace import __version__
+from pinnace.cli.gateway import gateway_command, keygen_command
 from pinnace.cli.init import hash_command, init_command
 from pinnace.errors import PinnaceError
 
@@ -32,12 +33,21 @@ def main() -> None:
 @click.option("--max-body-bytes", default=64 * 1024 * 1024, show_default=True, help="Largest request body.")
 @click.option("--workers", default=1, show_default=True, help="Server processes sharing the port.")
 @click.option("--graceful-timeout", default=30.0, show_default=True, help="Seconds in-flight requests get on SIGTERM.")
+@click.option("--shutdown-delay", default=0.0, show_default=True,
+              help="Seconds to keep serving after SIGTERM, readiness failing, before the listeners close.")
 @click.option("--strict-readiness/--no-strict-readiness", default=True, show_default=True,
               help="Ready only when every model is ready.")
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True)
 @click.option("--log-level", default="info", show_default=True, help="Level, then optional module=level pairs.")
 @click.option("--tracing", type=click.Choice(["off", "console", "otlp"]), default="off", show_default=True,
               help="Export OpenTelemetry spans.")
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="One log line per request (logger pinnace.access).")
+@click.option("--payload-log", default=None,
+              help="Directory or http(s):// URL for the payloads of models whose manifest sets payload_log.")
+@click.option("--payload-log-max-bytes", default=100 * 1024 * 1024, show_default=True,
+              help="Rotate a payload log file at this size.")
+@click.option("--payload-log-backups", default=5, show_default=True, help="Rotated payload log files kept per model.")
 @click.option("--sagemaker", is_flag=True, help="Also answer GET /ping and POST /invocations.")
 def serve(
     repository: Path,
@@ -51,10 +61,15 @@ def serve(
     max_body_bytes: int,
     workers: int,
     graceful_timeout: float,
+    shutdown_delay: float,
     strict_readiness: bool,
     log_format: str,
     log_level: str,
     tracing: str,
+    access_log: bool,
+    payload_log: str | None,
+    payload_log_max_bytes: int,
+    payload_log_backups: int,
     sagemaker: bool,
 ) -> None:
     """Serve every model in REPOSITORY."""
@@ -74,10 +89,15 @@ def serve(
         max_body_bytes=max_body_bytes,
         workers=workers,
         graceful_timeout_s=graceful_timeout,
+        shutdown_delay_s=shutdown_delay,
         strict_readiness=strict_readiness,
         log_format=log_format,
         log_level=log_level,
         tracing=tracing,
+        access_log=access_log,
+        payload_log=payload_log,
+        payload_log_max_bytes=payload_log_max_bytes,
+        payload_log_backups=payload_log_backups,
         sagemaker=sagemaker,
     )
     try:
@@ -89,6 +109,8 @@ def serve(
 
 main.add_command(init_command)
 main.add_command(hash_command)
+main.add_command(gateway_command)
+main.add_command(keygen_command)
 
 
 def _run_async(coro: object) -> None:

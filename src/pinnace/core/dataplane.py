@@ -6,13 +6,20 @@ module knows HTTP or gRPC; errors are :class:`~pinnace.errors.PinnaceError` subc
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pinnace import __version__
 from pinnace.core.batcher import Batcher
-from pinnace.core.stats import InferenceObserver, ModelStats, NullObserver
+from pinnace.core.stats import (
+    CURRENT_RECORD,
+    InferenceObserver,
+    InferenceStats,
+    ModelStats,
+    PayloadSink,
+)
 from pinnace.core.validation import SignatureCheck
 from pinnace.errors import InvalidInputError, ModelNotReadyError
 from pinnace.protocol.datatypes import datatype_of
@@ -33,13 +40,21 @@ class DataPlane:
     """The protocol operations over one repository."""
 
     def __init__(
-        self, repository: ModelRepository, *, server_name: str = "pinnace", strict_readiness: bool = True
+        self,
+        repository: ModelRepository,
+        *,
+        server_name: str = "pinnace",
+        strict_readiness: bool = True,
+        observer: InferenceObserver | None = None,
+        payloads: PayloadSink | None = None,
     ) -> None:
         self.repository = repository
         self.strict_readiness = strict_readiness
         self.server_name = server_name
         self.shutting_down = False
         self._checks: dict[int, SignatureCheck] = {}
+        self._new_record = observer.record_factory if observer is not None else None
+        self._payloads = payloads
 
     # -- health and metadata ----------------------------------------------------------------
 
@@ -91,19 +106,39 @@ class DataPlane:
         scheduler = served.scheduler
         if scheduler is None or served.state is not ModelState.READY:
             raise ModelNotReadyError(f"model {name!r} version {served.version} is not ready")
-        checked = self._check(served).check(request)
-        timeout_s = _timeout_s(served, request)
-        arrays = await scheduler.submit(
-            checked.inputs, checked.outputs, rows=checked.rows, key=checked.key, timeout_s=timeout_s
-        )
-        specs = {t.name: t.datatype for t in served.manifest.outputs}
+        started = time.perf_counter()
+        record = None
+        if self._new_record is not None:
+            # Kept in the task's context: the batcher fills it in, the transport's listener
+            # reads it once the response is sent.
+            record = self._new_record(name, served.version_str, request.id)
+            CURRENT_RECORD.set(record)
+        stats: InferenceStats = scheduler.stats.inference_stats
+        try:
+            check = self._check(served)
+            checked = check.check(request)
+            timeout_s = _timeout_s(served, request)
+            arrays = await scheduler.submit(
+                checked.inputs, checked.outputs, rows=checked.rows, key=checked.key, timeout_s=timeout_s
+            )
+        except BaseException:
+            stats.fail.add(time.perf_counter() - started)
+            raise
+        specs = check.output_types
         outputs = [
             Tensor(name=out, datatype=specs.get(out) or datatype_of(arr.dtype), data=arr)
             for out, arr in arrays.items()
         ]
-        return InferResponse(
+        response = InferResponse(
             model_name=name, model_version=served.version_str, id=request.id, outputs=outputs
         )
+        stats.success.add(time.perf_counter() - started)
+        opted_in = served.manifest.payload_log
+        if opted_in is not None and self._payloads is not None:
+            self._payloads.offer(
+                name, served.version_str, opted_in.sample, request, response, record
+            )
+        return response
 
     def _check(self, served: ServedVersion) -> SignatureCheck:
         check = self._checks.get(id(served))
@@ -134,7 +169,6 @@ def scheduler_factory(
     observer: InferenceObserver | None = None,
 ) -> Callable[[ServedVersion], Batcher]:
     """Builds the batcher (and its thread pool) for each version the repository loads."""
-    watcher = observer or NullObserver()
 
     def make(served: ServedVersion) -> Batcher:
         m = served.manifest
@@ -150,7 +184,9 @@ def scheduler_factory(
             max_queue_delay_s=m.batching.max_queue_delay_us / 1e6,
             max_queue_size=m.batching.max_queue_size,
             stats=ModelStats(name=m.name, version=served.version_str),
-            observer=watcher,
+            observer=observer,
+            # User code (custom Python, pickles) may block for any time: never on the loop.
+            inline_when_fast=not runtime.runs_code_on_load,
         )
 
     return make

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
+from typing import Final
 
 import numpy as np
 
@@ -11,6 +13,10 @@ from pinnace.manifest.schema import Manifest, TensorSignature
 from pinnace.protocol.types import InferRequest
 
 Arrays = dict[str, np.ndarray]
+
+_SMALL: Final = 32
+"""Up to this many elements, checking finiteness in Python beats numpy's call overhead
+(about 0.5 µs against 1.6 µs for 4 floats)."""
 
 
 class Checked:
@@ -33,8 +39,15 @@ class SignatureCheck:
         self.batched = manifest.batched
         self.max_batch_size = manifest.batching.max_batch_size
         self.inputs: dict[str, TensorSignature] = {t.name: t for t in manifest.inputs}
+        # Per input: its rank and the (axis, size) pairs that must match; -1 axes match anything.
+        self._shapes = {
+            t.name: (len(t.shape), tuple((i, d) for i, d in enumerate(t.shape) if d != -1))
+            for t in manifest.inputs
+        }
         self.required = [t.name for t in manifest.inputs if not t.optional]
         self.output_names = [t.name for t in manifest.outputs]
+        self.output_types = {t.name: t.datatype for t in manifest.outputs}
+        """Declared datatype per output, for the response (built once, not per request)."""
         self.known_outputs = frozenset(self.output_names)
 
     def check(self, request: InferRequest) -> Checked:
@@ -49,14 +62,18 @@ class SignatureCheck:
                     f"expected {', '.join(sorted(self.inputs))}"
                 )
             if spec is not None:
-                _check_tensor(spec, tensor.datatype, tensor.data)
+                _check_tensor(spec, tensor.datatype, tensor.data, self._shapes[tensor.name])
             arrays[tensor.name] = tensor.data
         for name in self.required:
             if name not in arrays:
                 raise InvalidInputError(f"missing input {name!r} for model {self.name!r}")
         outputs = self._outputs(request)
         rows = self._rows(arrays)
-        key = tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(arrays.items()))
+        if len(arrays) == 1:  # the common case, without a sort and a generator
+            ((name, a),) = arrays.items()
+            key: Hashable = ((name, a.dtype.str, a.shape[1:]),)
+        else:
+            key = tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(arrays.items()))
         return Checked(arrays, outputs, rows, key)
 
     def _outputs(self, request: InferRequest) -> list[str]:
@@ -75,7 +92,11 @@ class SignatureCheck:
     def _rows(self, arrays: Arrays) -> int:
         if not self.batched:
             return 1
-        rows = {a.shape[0] if a.ndim else -1 for a in arrays.values()}
+        if len(arrays) == 1:
+            (only,) = arrays.values()
+            rows = {only.shape[0] if only.ndim else -1}
+        else:
+            rows = {a.shape[0] if a.ndim else -1 for a in arrays.values()}
         if len(rows) != 1:
             raise InvalidInputError("all inputs must have the same size along the batch dimension")
         (count,) = rows
@@ -88,16 +109,27 @@ class SignatureCheck:
         return count
 
 
-def _check_tensor(spec: TensorSignature, datatype: str, data: np.ndarray) -> None:
+def _check_tensor(
+    spec: TensorSignature,
+    datatype: str,
+    data: np.ndarray,
+    shape: tuple[int, tuple[tuple[int, int], ...]],
+) -> None:
     if datatype != spec.datatype:
         raise InvalidInputError(
             f"input {spec.name!r} has datatype {datatype}, the model expects {spec.datatype}"
         )
-    if data.ndim != len(spec.shape) or any(
-        want not in (-1, got) for got, want in zip(data.shape, spec.shape, strict=True)
-    ):
+    rank, fixed = shape
+    got = data.shape
+    if len(got) != rank or any(got[axis] != size for axis, size in fixed):
         raise InvalidInputError(
-            f"input {spec.name!r} has shape {list(data.shape)}, the model expects {spec.shape}"
+            f"input {spec.name!r} has shape {list(got)}, the model expects {spec.shape}"
         )
-    if not spec.allow_nan and data.dtype.kind == "f" and data.size and not np.isfinite(data).all():
+    if not spec.allow_nan and data.dtype.kind == "f" and data.size and not _finite(data):
         raise InvalidInputError(f"input {spec.name!r} contains NaN or Inf, which this model refuses")
+
+
+def _finite(data: np.ndarray) -> bool:
+    if data.size <= _SMALL:
+        return all(map(math.isfinite, data.ravel().tolist()))
+    return bool(np.isfinite(data).all())

@@ -110,5 +110,6 @@ def _check_semantics(m: Manifest, source: str) -> None:
         fail("version_policy.specific", "a non-empty list of positive version numbers")
     for rel in m.artifacts:
         parts = Path(rel).parts
-        if Path(rel).is_absolute() or ".." in parts or not parts or not parts[0].isdigit():
+        versioned = m.unversioned or (parts and parts[0].isdigit())
+        if Path(rel).is_absolute() or ".." in parts or not parts or not versioned:
             fail(f"artifacts.{rel}", "paths are relative to the model folder, e.g. 1/model.onnx")

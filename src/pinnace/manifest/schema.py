@@ -7,7 +7,7 @@ to a default.
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -23,7 +23,7 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     pass
 
 
-class TensorSignature(_Strict, frozen=True):
+class TensorSignature(_Strict):
     """One input or output. ``shape`` includes the batch dimension when batching is on."""
 
     name: str
@@ -69,6 +69,18 @@ class Resources(_Strict):
     gpu: int = 0
 
 
+class PayloadLog(_Strict):
+    """Opt-in logging of requests and responses (for drift analysis and audits).
+
+    Where records go is the server's choice (``pinnace serve --payload-log``); a model only
+    says whether, and how often.
+    """
+
+    sample: Annotated[float, msgspec.Meta(gt=0, le=1)]
+    """Share of successful requests logged with their responses, in (0, 1]. Required (no
+    default) so that an opt-in is always explicit and survives ``dump_manifest``."""
+
+
 class Manifest(_Strict):
     """``REPO/<name>/model.yaml``."""
 
@@ -96,6 +108,8 @@ class Manifest(_Strict):
     warmup: bool = True
     """Run one request of zeros built from the signature before the model turns ready."""
     resources: Resources = msgspec.field(default_factory=Resources)
+    payload_log: PayloadLog | None = None
+    """Log a sampled share of this model's requests and responses; off when absent."""
     unversioned: bool = False
     """Artifacts lie directly in the model folder (MLServer layout); served as version 1."""
 

@@ -2,8 +2,9 @@
 
 Start: listeners open at once (liveness is true while models load); readiness turns true once
 every model is loaded and warmed up. SIGTERM or SIGINT: readiness fails at once, the listeners
-stop accepting, in-flight requests get ``graceful_timeout_s`` to finish, models are unloaded,
-and the process exits 0.
+keep serving for ``shutdown_delay_s`` (so load balancers notice), then stop accepting;
+in-flight requests get ``graceful_timeout_s`` to finish, models are unloaded, the log writers
+flush, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import signal
 import socket
@@ -49,7 +51,7 @@ def _uvicorn(app: Any, host: str, port: int, settings: ServerSettings) -> _Serve
         log_config=None,
         server_header=False,
         date_header=False,
-        timeout_graceful_shutdown=int(settings.graceful_timeout_s),
+        timeout_graceful_shutdown=math.ceil(settings.graceful_timeout_s),
         backlog=4096,
     )
     return _Server(config)
@@ -62,13 +64,19 @@ def build_dataplane(settings: ServerSettings, obs: Observability) -> DataPlane:
         drain_grace_s=settings.graceful_timeout_s,
         on_load=obs.on_load,
     )
-    return DataPlane(repository, strict_readiness=settings.strict_readiness)
+    return DataPlane(
+        repository,
+        strict_readiness=settings.strict_readiness,
+        observer=obs.observer,
+        payloads=obs.payloads,
+    )
 
 
 async def serve(settings: ServerSettings, *, data_socket: socket.socket | None = None) -> None:
     """Run the server until SIGTERM/SIGINT; returns after a graceful shutdown."""
     obs = build_observability(settings)
     dataplane = build_dataplane(settings, obs)
+    obs.bind(dataplane)
     token = settings.management_token or _new_token()
     rest = RestApp(
         dataplane,
@@ -79,7 +87,7 @@ async def serve(settings: ServerSettings, *, data_socket: socket.socket | None =
         sagemaker=settings.sagemaker,
     )
     servers: list[tuple[_Server, list[socket.socket] | None]] = [
-        (_uvicorn(rest, settings.host, settings.http_port, settings), [data_socket] if data_socket else None)
+        (_uvicorn(obs.wrap(rest), settings.host, settings.http_port, settings), [data_socket] if data_socket else None)
     ]
     if settings.management_port is not None:
         management = ManagementApp(dataplane, token)
@@ -94,7 +102,9 @@ async def serve(settings: ServerSettings, *, data_socket: socket.socket | None =
     if settings.grpc_port is not None:
         from pinnace.server.grpc.server import GrpcListener
 
-        grpc = GrpcListener(dataplane, settings, token=token, listener=obs.listener)
+        grpc = GrpcListener(
+            dataplane, settings, token=token, listener=obs.listener, tracing=obs.tracing
+        )
         await grpc.start()
     loading = asyncio.create_task(dataplane.repository.load_all())
     tasks = [asyncio.create_task(server.serve(socks)) for server, socks in servers]
@@ -102,6 +112,9 @@ async def serve(settings: ServerSettings, *, data_socket: socket.socket | None =
     done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
     # Readiness fails first, so that load balancers stop sending before the listeners close.
     dataplane.shutting_down = True
+    if settings.shutdown_delay_s > 0 and stopped in done:
+        log.info("shutting down: readiness fails now; serving %.1fs more", settings.shutdown_delay_s)
+        await asyncio.sleep(settings.shutdown_delay_s)
     log.info("shutting down: draining in-flight requests")
     for server, _ in servers:
         server.should_exit = True
@@ -112,6 +125,7 @@ async def serve(settings: ServerSettings, *, data_socket: socket.socket | None =
     loading.cancel()
     await dataplane.repository.unload_all()
     stopped.cancel()
+    obs.close()
     for task in tasks:
         if task in done and task.exception() is not None:
             raise RuntimeError("a listener failed to start") from task.exception()

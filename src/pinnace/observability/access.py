@@ -1,0 +1,201 @@
+"""The access log: one line per request on the ``pinnace.access`` logger's level and format.
+
+The event loop only queues a tuple (see :mod:`pinnace.observability.background`); a background
+thread builds the line — JSON shaped like every other log line, or text — and writes it to
+standard error, where logging writes. Setting ``pinnace.access=warning`` in ``--log-level``
+turns it off like any other logger. Payloads are never logged here.
+
+Fields of a JSON line (``null`` where they do not apply)::
+
+    ts level logger message request_id protocol method path route model version status
+    outcome duration_ms queue_ms compute_ms batch_size client trace_id
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any, Final, TextIO
+
+import msgspec
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pinnace.core.stats import RequestRecord
+from pinnace.observability.background import BackgroundWriter
+from pinnace.observability.logging import iso_utc, text_time
+from pinnace.observability.metrics import outcome_of
+
+ACCESS_LOGGER: Final = "pinnace.access"
+_MAX_FIELD: Final = 256
+_MAX_ID: Final = 128
+
+_Item = tuple[float, str, str, str, str, int, float, dict[str, Any] | None, RequestRecord | None]
+"""(time, protocol, route, model, version, status, seconds, ASGI scope, record)"""
+_encode = msgspec.json.Encoder().encode
+
+
+class AccessLog(Collector):
+    """Queues finished requests on the loop; a thread writes them as lines to ``stream``."""
+
+    def __init__(
+        self,
+        fmt: str = "json",
+        *,
+        stream: TextIO | None = None,
+        max_pending: int = 65536,
+        interval_s: float = 0.1,
+    ) -> None:
+        if fmt not in ("json", "text"):
+            raise ValueError(f"log format must be json or text, not {fmt!r}")
+        self._logger = logging.getLogger(ACCESS_LOGGER)
+        self._text = fmt == "text"
+        self._stream = stream
+        # Request ids made here when the client sent none: unique per process, cheap.
+        self._id_prefix = secrets.token_hex(4)
+        self._ids = itertools.count(1)
+        self._writer: BackgroundWriter[_Item] = BackgroundWriter(
+            "pinnace-access-log", self._write, max_items=max_pending, interval_s=interval_s
+        )
+
+    @property
+    def dropped(self) -> int:
+        return self._writer.dropped
+
+    def add(
+        self,
+        protocol: str,
+        route: str,
+        model: str,
+        version: str,
+        status: int,
+        seconds: float,
+        scope: dict[str, Any] | None,
+        record: RequestRecord | None,
+    ) -> None:
+        """Called on the event loop once per request; everything else happens on the thread."""
+        if self._logger.isEnabledFor(logging.INFO):
+            self._writer.put(
+                (time.time(), protocol, route, model, version, status, seconds, scope, record)
+            )
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def collect(self) -> Iterator[Metric]:
+        dropped = CounterMetricFamily(
+            "pinnace_access_log_dropped", "Access log lines dropped because the writer fell behind."
+        )
+        dropped.add_metric([], float(self._writer.dropped))
+        yield dropped
+
+    def close(self) -> None:
+        self._writer.close()
+
+    # -- writer thread ---------------------------------------------------------------------
+
+    def _write(self, items: list[_Item]) -> None:
+        stream = self._stream or sys.stderr
+        if self._text:
+            text = "".join(_text_line(item[0], self.entry(item)) for item in items)
+        else:
+            text = "".join(_encode(self.entry(item)).decode() + "\n" for item in items)
+        stream.write(text)
+        stream.flush()
+
+    def entry(self, item: _Item) -> dict[str, Any]:
+        """The fields of one line, in a stable order."""
+        created, protocol, route, model, version, status, seconds, scope, record = item
+        headers = scope.get("headers") if scope is not None else None
+        method = scope.get("method") if scope is not None else None
+        path = _cap(scope.get("path", ""), _MAX_FIELD) if scope is not None else None
+        request_id = _header(headers, b"x-request-id")
+        trace_id = None
+        if record is not None:
+            model, version = record.model, record.version
+            request_id = request_id or (record.request_id and _cap(record.request_id, _MAX_ID))
+            if record.trace is not None:
+                trace_id = format(record.trace.trace_id, "032x")
+        if trace_id is None:
+            trace_id = _traceparent_id(headers)
+        client = scope.get("client") if scope is not None else None
+        ran = record is not None and record.batch_size > 0
+        return {
+            "ts": iso_utc(created),
+            "level": "info",
+            "logger": ACCESS_LOGGER,
+            "message": f"{method} {path} {status}" if method else f"{route} {status}",
+            "request_id": request_id or f"{self._id_prefix}-{next(self._ids):x}",
+            "protocol": protocol,
+            "method": method,
+            "path": path,
+            "route": route,
+            "model": _cap(model, _MAX_FIELD) or None,
+            "version": _cap(version, _MAX_FIELD) or None,
+            "status": status,
+            "outcome": outcome_of(protocol, status),
+            "duration_ms": round(seconds * 1000, 3),
+            "queue_ms": round(record.queue_s * 1000, 3) if ran and record else None,
+            "compute_ms": round(record.compute_s * 1000, 3) if ran and record else None,
+            "batch_size": record.batch_size if ran and record else None,
+            "client": f"{client[0]}:{client[1]}" if client else None,
+            "trace_id": trace_id,
+        }
+
+
+def _text_line(created: float, doc: dict[str, Any]) -> str:
+    parts = [
+        text_time(created),
+        "INFO   ",
+        f"{ACCESS_LOGGER}:",
+        _printable(doc["message"]),
+        f"{doc['duration_ms']}ms",
+        f"id={_printable(doc['request_id'])}",
+    ]
+    for key in ("model", "version", "batch_size", "queue_ms", "compute_ms", "trace_id"):
+        if doc[key] is not None:
+            parts.append(f"{key}={_printable(str(doc[key]))}")
+    return " ".join(parts) + "\n"
+
+
+def _header(headers: list[tuple[bytes, bytes]] | None, name: bytes) -> str | None:
+    if not headers:
+        return None
+    for key, value in headers:
+        if key == name:
+            return _cap(value.decode("latin-1").strip(), _MAX_ID) or None
+    return None
+
+
+def _traceparent_id(headers: list[tuple[bytes, bytes]] | None) -> str | None:
+    """The trace id of an incoming W3C ``traceparent`` (logged even when tracing is off)."""
+    value = _header(headers, b"traceparent")
+    if value is None:
+        return None
+    parts = value.split("-")
+    if len(parts) >= 4 and len(parts[1]) == 32 and _is_hex(parts[1]) and parts[1] != "0" * 32:
+        return parts[1].lower()
+    return None
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        int(text, 16)
+    except ValueError:
+        return False
+    return True
+
+
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _printable(text: str) -> str:
+    """Text lines must stay one line: control characters are escaped (no log injection)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
