@@ -6,7 +6,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 HTTP_PORT ?= 8000
 MANAGEMENT_TOKEN ?= change-me
 
-.PHONY: serve test lint typecheck unit e2e bench examples clean
+.PHONY: serve test lint typecheck unit e2e bench examples grpc-stubs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,6 @@ examples: $(VENV)/.installed-dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
+
+grpc-stubs: $(VENV)/.installed-dev
+	PYTHON=$(PY) bash scripts/gen_grpc.sh

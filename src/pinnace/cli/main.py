@@ -31,6 +31,8 @@ def main() -> None:
               help="gRPC repository (management) port on the management host; 0 turns it off.")
 @click.option("--management-token", default=None, help="Bearer token for the management API (random if unset).")
 @click.option("--max-body-bytes", default=64 * 1024 * 1024, show_default=True, help="Largest request body.")
+@click.option("--grpc-max-message-bytes", default=64 * 1024 * 1024, show_default=True,
+              help="Largest gRPC message received or sent.")
 @click.option("--workers", default=1, show_default=True, help="Server processes sharing the port.")
 @click.option("--graceful-timeout", default=30.0, show_default=True, help="Seconds in-flight requests get on SIGTERM.")
 @click.option("--shutdown-delay", default=0.0, show_default=True,
@@ -59,6 +61,7 @@ def serve(
     grpc_management_port: int,
     management_token: str | None,
     max_body_bytes: int,
+    grpc_max_message_bytes: int,
     workers: int,
     graceful_timeout: float,
     shutdown_delay: float,
@@ -87,6 +90,7 @@ def serve(
         grpc_management_port=grpc_management_port or None,
         management_token=management_token,
         max_body_bytes=max_body_bytes,
+        grpc_max_message_bytes=grpc_max_message_bytes,
         workers=workers,
         graceful_timeout_s=graceful_timeout,
         shutdown_delay_s=shutdown_delay,

@@ -1,0 +1,1 @@
+"""The gRPC transport: inference.GRPCInferenceService over the same data plane."""
