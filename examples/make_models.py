@@ -21,6 +21,8 @@ from pathlib import Path
 import joblib
 import msgspec
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.datasets import load_iris
@@ -53,9 +55,7 @@ def build(out: Path) -> None:
             ).SerializeToString()
         )
         onnx_mlp = work / "mlp.onnx"
-        onnx_mlp.write_bytes(
-            to_onnx(mlp, initial_types=[("input", FloatTensorType([None, 256]))]).SerializeToString()
-        )
+        onnx_mlp.write_bytes(mlp_graph(mlp).SerializeToString())
         joblib_iris = work / "iris.joblib"
         joblib.dump(iris, joblib_iris)
 
@@ -64,6 +64,41 @@ def build(out: Path) -> None:
         package(out, onnx_iris, "iris", "onnx", "Iris species from 4 flower measurements (ONNX).", 64)
         package(out, joblib_iris, "iris-sklearn", "sklearn", "The iris classifier as scikit-learn.", 0, trusted=True)
         package(out, onnx_mlp, "mlp", "onnx", "MLP regressor 256→512→512→10 (ONNX).", 64)
+
+
+def mlp_graph(mlp: MLPRegressor) -> onnx.ModelProto:
+    """The trained MLP as a plain ONNX graph (MatMul, Add, Relu).
+
+    Written by hand because skl2onnx flattens a multi-output regressor's output to [N*10, 1].
+    """
+    nodes = []
+    initializers = []
+    current = "input"
+    layers = list(zip(mlp.coefs_, mlp.intercepts_, strict=True))
+    for i, (weights, bias) in enumerate(layers):
+        initializers += [
+            numpy_helper.from_array(weights.astype(np.float32), f"w{i}"),
+            numpy_helper.from_array(bias.astype(np.float32), f"b{i}"),
+        ]
+        last = i == len(layers) - 1
+        nodes += [
+            helper.make_node("MatMul", [current, f"w{i}"], [f"mm{i}"]),
+            helper.make_node("Add", [f"mm{i}", f"b{i}"], ["variable" if last else f"z{i}"]),
+        ]
+        if not last:
+            nodes.append(helper.make_node("Relu", [f"z{i}"], [f"h{i}"]))
+            current = f"h{i}"
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 256])],
+        [helper.make_tensor_value_info("variable", onnx.TensorProto.FLOAT, ["N", 10])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
 
 
 def package(
@@ -87,11 +122,6 @@ def package(
             manifest, batching=Batching(max_batch_size=batch, max_queue_delay_us=0)
         )
     manifest = msgspec.structs.replace(manifest, tags=["example"])
-    if name == "mlp":
-        # skl2onnx declares the regressor's output as [N, 1]; it really has 10 columns.
-        manifest = msgspec.structs.replace(
-            manifest, outputs=[msgspec.structs.replace(manifest.outputs[0], shape=[-1, 10])]
-        )
     path.write_text(dump_manifest(with_hashes(manifest, path.parent)))
     print(f"wrote {path}")
 

@@ -103,3 +103,23 @@ def test_bad_shape_through_tritonclient(client: httpclient.InferenceServerClient
 def test_stats_and_config_routes(client: httpclient.InferenceServerClient) -> None:
     config = client.get_model_config("iris")
     assert config["runtime"] == "onnx"
+
+
+def test_concurrent_mlp_requests_batch_and_each_gets_its_rows(served_examples: ServerProcess) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    session = ort.InferenceSession(str(EXAMPLES / "mlp" / "1" / "model.onnx"))
+    rng = np.random.default_rng(2)
+    rows = [rng.standard_normal((1 + i % 3, 256)).astype(np.float32) for i in range(48)]
+
+    def call(x: np.ndarray) -> np.ndarray:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{served_examples.http_port}")
+        inp = httpclient.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        return client.infer("mlp", [inp]).as_numpy("variable")
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(call, rows))
+    for x, got in zip(rows, results, strict=True):
+        assert got.shape == (x.shape[0], 10)
+        np.testing.assert_allclose(got, session.run(None, {"input": x})[0], atol=1e-5)
