@@ -107,12 +107,15 @@ def create_package(
     if (version_dir.exists() or manifest_path.exists()) and not force:
         raise click.UsageError(f"{model_dir} already holds version {version} or a manifest; use --force")
     version_dir.mkdir(parents=True, exist_ok=True)
-    target = version_dir / (source.name if source.is_dir() else cls.default_model_file)
+    # Files keep their name (the suffix tells .h5 from .keras, .onnx from .xml for OpenVINO);
+    # folders (SavedModel) take the runtime's default name.
+    target = version_dir / (cls.default_model_file if source.is_dir() else source.name)
     if source.is_dir():
-        target = version_dir / cls.default_model_file
         shutil.copytree(source, target, dirs_exist_ok=True)
     else:
         shutil.copy2(source, target)
+        for companion in _companions(source):
+            shutil.copy2(companion, version_dir / companion.name)
     signature = cls.inspect(target)
     inputs, outputs = signature if signature is not None else ([], [])
     if max_batch_size > 0:
@@ -124,6 +127,7 @@ def create_package(
         description=description,
         author=author,
         license=license_,
+        model_file="" if target.name == cls.default_model_file else target.name,
         trusted=trusted,
         inputs=inputs,
         outputs=outputs,
@@ -132,6 +136,12 @@ def create_package(
     manifest = with_hashes(manifest, model_dir)
     manifest_path.write_text(dump_manifest(manifest))
     return manifest_path
+
+
+def _companions(source: Path) -> list[Path]:
+    """Files an artifact cannot load without: an OpenVINO IR's weights beside its .xml."""
+    weights = source.with_suffix(".bin")
+    return [weights] if source.suffix == ".xml" and weights.is_file() else []
 
 
 def with_hashes(manifest: Manifest, model_dir: Path) -> Manifest:

@@ -280,7 +280,7 @@ def select_versions(manifest: Manifest, directory: Path) -> tuple[list[int], lis
 def _load_version(manifest: Manifest, directory: Path, version_dir: Path, number: int) -> ServedVersion:
     """Runs in a worker thread: verify, load and warm up one version."""
     cls = runtime_class(manifest.runtime)
-    verify_version(manifest, directory, version_dir, runs_code_on_load=cls.runs_code_on_load)
+    verify_version(manifest, directory, version_dir, runs_code_on_load=cls.runs_code(manifest))
     runtime = cls(manifest, version_dir)
     runtime.load()
     if manifest.warmup and manifest.inputs:

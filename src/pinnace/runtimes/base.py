@@ -36,6 +36,15 @@ class Runtime(ABC):
     runs_code_on_load: ClassVar[bool] = False
     """True when loading can execute arbitrary code (pickle, custom Python)."""
 
+    @classmethod
+    def runs_code(cls, manifest: Manifest) -> bool:
+        """Whether loading ``manifest``'s artifacts can run code, so the trust gate applies.
+
+        Formats that run code only in some modes (full torch pickles, Keras without safe mode)
+        decide from the manifest's options.
+        """
+        return cls.runs_code_on_load
+
     def __init__(self, manifest: Manifest, version_dir: Path) -> None:
         self.manifest = manifest
         self.version_dir = version_dir
