@@ -41,6 +41,10 @@ unit: $(VENV)/.installed-dev
 e2e: $(VENV)/.installed-dev
 	$(VENV)/bin/pytest tests/e2e
 
+# The benchmark suite (about 6 minutes; needs wrk: apt-get install -y wrk). Writes docs/benchmarks.md.
+bench: $(VENV)/.installed-dev
+	$(PY) -m bench.run
+
 examples: $(VENV)/.installed-dev
 	$(PY) examples/make_models.py
 

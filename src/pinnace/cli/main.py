@@ -108,6 +108,10 @@ def serve(
         configure_logging(log_level, log_format)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--log-level") from None
+    if workers > 1:
+        from pinnace.server.workers import run_workers
+
+        sys.exit(run_workers(settings))
     _run_async(run(settings))
 
 

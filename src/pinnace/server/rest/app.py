@@ -9,6 +9,7 @@ by the model-name check like any other bad name.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -60,6 +61,8 @@ class RestApp:
         self._metrics = metrics
         self._listener = listener
         self._sagemaker = sagemaker
+        # Which process answered GET /v2: tells the processes of `serve --workers N` apart.
+        self._worker: Headers = [(b"pinnace-worker", str(os.getpid()).encode())]
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -173,7 +176,7 @@ class RestApp:
         return status
 
     async def _server_metadata(self, scope: Scope, receive: Any, send: Any, _m: str, _v: str) -> int:
-        await respond_json(send, 200, self.dataplane.server_metadata())
+        await respond_json(send, 200, self.dataplane.server_metadata(), self._worker)
         return 200
 
     async def _model_metadata(self, scope: Scope, receive: Any, send: Any, model: str, version: str) -> int:

@@ -1,0 +1,316 @@
+"""The adaptive batcher's semantics, in-process with a real thread pool and a gated model.
+
+The model is a function that records every batch it is given and can be held (a gate) so that
+a test decides exactly what is queued while the single execution slot is busy. No test
+asserts a duration: each checks who got what, which batches formed, and which error arrived
+while the batch was still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from pinnace.core.batcher import Arrays, Batcher
+from pinnace.core.stats import ModelStats
+from pinnace.errors import DeadlineExceededError, InternalError, ServerBusyError
+
+WAIT_S = 10.0
+"""Upper bound for any wait in these tests (never reached when things work)."""
+
+
+class GatedModel:
+    """``y = 2x`` for every input, recording each batch; holds while the gate is closed."""
+
+    def __init__(self) -> None:
+        self.batches: list[dict[str, tuple[int, ...]]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def __call__(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        self.batches.append({name: a.shape for name, a in inputs.items()})
+        self.entered.set()
+        if not self.gate.wait(WAIT_S):
+            raise RuntimeError("the test never opened the gate")
+        return {f"y_{name}": a * 2 for name, a in inputs.items() if f"y_{name}" in outputs}
+
+
+@pytest.fixture
+def model() -> GatedModel:
+    return GatedModel()
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(max_workers=1)
+    yield pool
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_batcher(
+    model: GatedModel,
+    executor: ThreadPoolExecutor,
+    *,
+    max_batch_size: int = 64,
+    max_queue_size: int = 100,
+    max_queue_delay_s: float = 0.0,
+) -> Batcher:
+    return Batcher(
+        model,
+        executor,
+        instances=1,
+        max_batch_size=max_batch_size,
+        max_queue_delay_s=max_queue_delay_s,
+        max_queue_size=max_queue_size,
+        stats=ModelStats(name="m", version="1"),
+    )
+
+
+def rows(value: float, count: int = 1, width: int = 3) -> np.ndarray:
+    return np.full((count, width), value, dtype=np.float32)
+
+
+def submit(batcher: Batcher, x: np.ndarray, timeout_s: float = WAIT_S) -> asyncio.Task[Arrays]:
+    key = (("x", x.dtype.str, x.shape[1:]),)
+    return asyncio.create_task(
+        batcher.submit({"x": x}, ["y_x"], rows=x.shape[0], key=key, timeout_s=timeout_s)
+    )
+
+
+async def occupy_slot(batcher: Batcher, model: GatedModel) -> asyncio.Task[Arrays]:
+    """Start one request and hold it inside the model, so that later ones queue up."""
+    model.gate.clear()
+    first = submit(batcher, rows(-1.0))
+    assert await asyncio.to_thread(model.entered.wait, WAIT_S)
+    return first
+
+
+async def test_queued_requests_form_one_batch_and_each_gets_its_own_rows(
+    model: GatedModel, executor: ThreadPoolExecutor
+) -> None:
+    batcher = make_batcher(model, executor)
+    first = await occupy_slot(batcher, model)
+    # Sizes 1, 2, 3, ... so that a mix-up between requesters changes shapes, not just values.
+    waiting = [submit(batcher, rows(float(i), count=i)) for i in range(1, 9)]
+    await asyncio.sleep(0)
+    model.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(first, *waiting), WAIT_S)
+
+    assert [b["x"] for b in model.batches] == [(1, 3), (sum(range(1, 9)), 3)]
+    assert np.array_equal(results[0]["y_x"], rows(-2.0))
+    for i, result in enumerate(results[1:], start=1):
+        assert np.array_equal(result["y_x"], rows(2.0 * i, count=i)), f"request {i}"
+    assert batcher.queue_depth == 0
+
+
+async def test_a_batch_never_exceeds_max_batch_size(
+    model: GatedModel, executor: ThreadPoolExecutor
+) -> None:
+    batcher = make_batcher(model, executor, max_batch_size=4)
+    first = await occupy_slot(batcher, model)
+    waiting = [submit(batcher, rows(float(i))) for i in range(10)]
+    await asyncio.sleep(0)
+    model.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(first, *waiting), WAIT_S)
+
+    assert [b["x"][0] for b in model.batches] == [1, 4, 4, 2]
+    for i, result in enumerate(results[1:]):
+        assert result["y_x"][0, 0] == 2.0 * i
+
+
+async def test_mixed_shapes_run_in_separate_batches(
+    model: GatedModel, executor: ThreadPoolExecutor
+) -> None:
+    batcher = make_batcher(model, executor)
+    first = await occupy_slot(batcher, model)
+    narrow = [submit(batcher, rows(float(i), width=3)) for i in range(3)]
+    wide = [submit(batcher, rows(10.0 + i, width=5)) for i in range(3)]
+    interleaved = [submit(batcher, rows(20.0, width=3)), submit(batcher, rows(30.0, width=5))]
+    await asyncio.sleep(0)
+    model.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, *narrow, *wide, *interleaved), WAIT_S)
+
+    shapes = [b["x"] for b in model.batches[1:]]
+    # Oldest first: every width-3 request batches together, then every width-5 one.
+    assert shapes == [(4, 3), (4, 5)]
+    for i, task in enumerate(narrow):
+        assert np.array_equal(task.result()["y_x"], rows(2.0 * i, width=3))
+    for i, task in enumerate(wide):
+        assert np.array_equal(task.result()["y_x"], rows(20.0 + 2 * i, width=5))
+    assert interleaved[0].result()["y_x"][0, 0] == 40.0
+    assert interleaved[1].result()["y_x"][0, 0] == 60.0
+
+
+async def test_without_batching_each_request_runs_alone(
+    model: GatedModel, executor: ThreadPoolExecutor
+) -> None:
+    batcher = make_batcher(model, executor, max_batch_size=0)
+    first = await occupy_slot(batcher, model)
+    waiting = [submit(batcher, rows(float(i))) for i in range(4)]
+    await asyncio.sleep(0)
+    model.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, *waiting), WAIT_S)
+    assert [b["x"] for b in model.batches] == [(1, 3)] * 5
+
+
+async def test_a_full_queue_refuses_at_once_with_retry_after(
+    model: GatedModel, executor: ThreadPoolExecutor
+) -> None:
+    batcher = make_batcher(model, executor, max_queue_size=2)
+    first = await occupy_slot(batcher, model)
+    queued = [submit(batcher, rows(1.0)), submit(batcher, rows(2.0))]
+    await asyncio.sleep(0)
+    assert batcher.queue_depth == 2
+
+    with pytest.raises(ServerBusyError) as refused:
+        await submit(batcher, rows(3.0))
+    assert refused.value.retry_after is not None and refused.value.retry_after > 0
+    assert not model.gate.is_set(), "refused while the batch was still running"
+
+    model.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(first, *queued), WAIT_S)
+    assert [r["y_x"][0, 0] for r in results] == [-2.0, 2.0, 4.0]
+    # Room again: the batcher keeps serving after a refusal.
+    again = await asyncio.wait_for(submit(batcher, rows(5.0)), WAIT_S)
+    assert again["y_x"][0, 0] == 10.0
+
+
+async def test_a_deadline_fails_the_request_while_its_batch_still_runs(
+    model: GatedModel, executor: ThreadPoolExecutor
+) -> None:
+    batcher = make_batcher(model, executor)
+    model.gate.clear()
+    doomed = submit(batcher, rows(1.0), timeout_s=0.05)
+
+    with pytest.raises(DeadlineExceededError):
+        await asyncio.wait_for(doomed, WAIT_S)
+    assert model.entered.is_set(), "the request was executing"
+    assert not model.gate.is_set(), "it failed before its batch finished"
+
+    # The late result is dropped, the slot comes back, and the next request succeeds.
+    model.gate.set()
+    after = await asyncio.wait_for(submit(batcher, rows(4.0)), WAIT_S)
+    assert after["y_x"][0, 0] == 8.0
+
+
+async def test_a_request_that_expires_in_the_queue_is_never_executed(
+    model: GatedModel, executor: ThreadPoolExecutor
+) -> None:
+    batcher = make_batcher(model, executor)
+    first = await occupy_slot(batcher, model)
+    expiring = submit(batcher, rows(7.0), timeout_s=0.05)
+    with pytest.raises(DeadlineExceededError):
+        await asyncio.wait_for(expiring, WAIT_S)
+    model.gate.set()
+    await asyncio.wait_for(first, WAIT_S)
+    await asyncio.wait_for(submit(batcher, rows(1.0)), WAIT_S)
+    assert [b["x"][0] for b in model.batches] == [1, 1], "the expired request did not run"
+
+
+async def test_a_failing_model_fails_every_request_of_its_batch_only(
+    executor: ThreadPoolExecutor,
+) -> None:
+    calls: list[int] = []
+
+    def flaky(inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        calls.append(inputs["x"].shape[0])
+        if len(calls) == 1:
+            raise ValueError("boom")
+        return {"y_x": inputs["x"] * 2}
+
+    batcher = Batcher(
+        flaky,
+        executor,
+        instances=1,
+        max_batch_size=8,
+        max_queue_delay_s=0.0,
+        max_queue_size=10,
+        stats=ModelStats(name="m", version="1"),
+    )
+    failing = [submit(batcher, rows(float(i))) for i in range(3)]
+    outcomes = await asyncio.wait_for(asyncio.gather(*failing, return_exceptions=True), WAIT_S)
+    assert all(isinstance(o, InternalError) for o in outcomes)
+    assert "boom" not in str(outcomes[0]), "the model's message stays in the log"
+    ok = await asyncio.wait_for(submit(batcher, rows(3.0)), WAIT_S)
+    assert ok["y_x"][0, 0] == 6.0
+
+
+async def test_close_refuses_new_requests_and_lets_queued_ones_finish(
+    model: GatedModel, executor: ThreadPoolExecutor
+) -> None:
+    batcher = make_batcher(model, executor)
+    first = await occupy_slot(batcher, model)
+    queued = submit(batcher, rows(1.0))
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(batcher.close(WAIT_S))
+    await asyncio.sleep(0)
+    with pytest.raises(ServerBusyError):
+        await submit(batcher, rows(2.0))
+    model.gate.set()
+    await asyncio.wait_for(closing, WAIT_S)
+    assert first.result()["y_x"][0, 0] == -2.0
+    assert queued.result()["y_x"][0, 0] == 2.0
+
+
+async def test_a_fast_model_moves_onto_the_loop_thread_after_its_first_batch(
+    executor: ThreadPoolExecutor,
+) -> None:
+    threads: list[int] = []
+
+    def fast(inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        threads.append(threading.get_ident())
+        return {"y_x": inputs["x"]}
+
+    batcher = Batcher(
+        fast, executor, instances=1, max_batch_size=8, max_queue_delay_s=0.0,
+        max_queue_size=10, stats=ModelStats(name="m", version="1"), inline_when_fast=True,
+    )
+    for i in range(50):
+        result = await asyncio.wait_for(submit(batcher, rows(float(i))), WAIT_S)
+        assert result["y_x"][0, 0] == float(i)
+    loop_thread = threading.get_ident()
+    assert threads[0] != loop_thread, "the first batch, of unknown cost, runs in the executor"
+    assert loop_thread in threads[1:], "later ones skip the thread hop"
+
+
+async def test_a_slow_model_never_runs_on_the_loop_thread(executor: ThreadPoolExecutor) -> None:
+    threads: list[int] = []
+
+    def slow(inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        threads.append(threading.get_ident())
+        time.sleep(0.002)  # far above the inline threshold, whatever the machine
+        return {"y_x": inputs["x"]}
+
+    batcher = Batcher(
+        slow, executor, instances=1, max_batch_size=8, max_queue_delay_s=0.0,
+        max_queue_size=10, stats=ModelStats(name="m", version="1"), inline_when_fast=True,
+    )
+    for i in range(5):
+        await asyncio.wait_for(submit(batcher, rows(float(i))), WAIT_S)
+    assert threading.get_ident() not in threads
+
+
+async def test_without_inline_permission_even_a_fast_model_stays_off_the_loop(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Runtimes that run user code (which may block at any time) never get the loop thread."""
+    threads: list[int] = []
+
+    def fast(inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        threads.append(threading.get_ident())
+        return {"y_x": inputs["x"]}
+
+    batcher = Batcher(
+        fast, executor, instances=1, max_batch_size=8, max_queue_delay_s=0.0,
+        max_queue_size=10, stats=ModelStats(name="m", version="1"),
+    )
+    for i in range(20):
+        await asyncio.wait_for(submit(batcher, rows(float(i))), WAIT_S)
+    assert threading.get_ident() not in threads
