@@ -77,14 +77,12 @@ def rows(value: float, count: int = 1, width: int = 3) -> np.ndarray:
     return np.full((count, width), value, dtype=np.float32)
 
 
-def submit(batcher: Batcher, x: np.ndarray, timeout_s: float = WAIT_S) -> asyncio.Task[Arrays]:
+def submit(batcher: Batcher, x: np.ndarray, timeout_s: float = WAIT_S) -> asyncio.Future[Arrays]:
     key = (("x", x.dtype.str, x.shape[1:]),)
-    return asyncio.create_task(
-        batcher.submit({"x": x}, ["y_x"], rows=x.shape[0], key=key, timeout_s=timeout_s)
-    )
+    return batcher.submit({"x": x}, ["y_x"], rows=x.shape[0], key=key, timeout_s=timeout_s)
 
 
-async def occupy_slot(batcher: Batcher, model: GatedModel) -> asyncio.Task[Arrays]:
+async def occupy_slot(batcher: Batcher, model: GatedModel) -> asyncio.Future[Arrays]:
     """Start one request and hold it inside the model, so that later ones queue up."""
     model.gate.clear()
     first = submit(batcher, rows(-1.0))

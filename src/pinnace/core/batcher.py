@@ -77,6 +77,7 @@ class _Pending:
         rows: int,
         key: Hashable,
         future: asyncio.Future[Arrays],
+        timer: asyncio.TimerHandle,
         record: RequestRecord | None,
     ) -> None:
         self.inputs = inputs
@@ -86,7 +87,7 @@ class _Pending:
         self.future = future
         self.record = record
         self.enqueued = time.monotonic()
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer = timer
 
 
 class Batcher:
@@ -139,13 +140,15 @@ class Batcher:
         """Requests queued or executing (expired ones still queued included)."""
         return len(self._queue) + self._executing
 
-    async def submit(
+    def submit(
         self, inputs: Arrays, outputs: Sequence[str], *, rows: int, key: Hashable, timeout_s: float
-    ) -> Arrays:
-        """Queue one request and wait for its outputs, at most ``timeout_s`` seconds.
+    ) -> asyncio.Future[Arrays]:
+        """Queue one request; the future holds its outputs, or fails at ``timeout_s`` seconds.
 
         ``rows`` is the request's size along the batch axis (1 when batching is off); ``key``
         says which requests may share a batch (same input names, dtypes and inner shapes).
+        A plain function returning the future, not a coroutine: one suspended frame less
+        per request on the hot path.
         """
         if self._closed:
             raise ServerBusyError("model version is being unloaded", retry_after=_RETRY_AFTER_S)
@@ -155,16 +158,13 @@ class Batcher:
             )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Arrays] = loop.create_future()
-        item = _Pending(inputs, outputs, rows, key, future, CURRENT_RECORD.get())
-        item.timer = loop.call_later(timeout_s, _expire, future, timeout_s)
+        timer = loop.call_later(timeout_s, _expire, future, timeout_s)
+        item = _Pending(inputs, outputs, rows, key, future, timer, CURRENT_RECORD.get())
         self._queue.append(item)
         self._queued_rows += rows
         self._idle.clear()
         self._schedule(loop)
-        try:
-            return await future
-        finally:
-            item.timer.cancel()
+        return future
 
     async def close(self, grace_s: float) -> None:
         """Refuse new requests, then wait up to ``grace_s`` for queued and running ones."""
@@ -268,6 +268,7 @@ class Batcher:
             rows = 0
             for item, result in zip(batch, results, strict=True):
                 rows += item.rows
+                item.timer.cancel()
                 if not item.future.done():
                     item.future.set_result(result)
             self.stats.record_batch(rows, queue_s, t_input, t_infer, t_output)
@@ -284,6 +285,7 @@ class Batcher:
             self._inline = False
             error = exc if isinstance(exc, PinnaceError) else _internal(exc)
             for item in batch:
+                item.timer.cancel()
                 if not item.future.done():
                     item.future.set_exception(error)
         self._dispatch()

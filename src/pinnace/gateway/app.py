@@ -391,7 +391,7 @@ def run_gateway(config_path: Path, host: str = "127.0.0.1", port: int = 8000) ->
     """
     import uvicorn
 
-    from pinnace.gateway.serving import CoalescingHttpToolsProtocol
+    from pinnace.serving import CoalescingHttpToolsProtocol
 
     app = build_app(config_path)
     config = uvicorn.Config(

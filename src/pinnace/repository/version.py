@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,9 +20,9 @@ class Scheduler(Protocol):
 
     stats: Any
 
-    async def submit(
+    def submit(
         self, inputs: Arrays, outputs: Sequence[str], *, rows: int, key: Hashable, timeout_s: float
-    ) -> Arrays: ...
+    ) -> Awaitable[Arrays]: ...
 
     async def close(self, grace_s: float) -> None: ...
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import secrets
@@ -26,6 +27,7 @@ from pinnace.observability.setup import Observability, build_observability
 from pinnace.repository import ModelRepository
 from pinnace.server.rest.app import RestApp
 from pinnace.server.rest.management import ManagementApp
+from pinnace.serving import CoalescingHttpToolsProtocol
 from pinnace.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ def _uvicorn(app: Any, host: str, port: int, settings: ServerSettings) -> _Serve
         host=host,
         port=port,
         loop="none",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         lifespan="off",
         access_log=False,
         log_config=None,
@@ -53,6 +55,9 @@ def _uvicorn(app: Any, host: str, port: int, settings: ServerSettings) -> _Serve
         date_header=False,
         timeout_graceful_shutdown=math.ceil(settings.graceful_timeout_s),
         backlog=4096,
+        # No X-Forwarded-* rewriting: it wraps every request in one more middleware, and
+        # nothing here uses the client address for decisions.
+        proxy_headers=False,
     )
     return _Server(config)
 
@@ -107,6 +112,7 @@ async def serve(settings: ServerSettings, *, data_socket: socket.socket | None =
         )
         await grpc.start()
     loading = asyncio.create_task(dataplane.repository.load_all())
+    loading.add_done_callback(_settle_garbage_collector)
     tasks = [asyncio.create_task(server.serve(socks)) for server, socks in servers]
     stopped = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -130,6 +136,20 @@ async def serve(settings: ServerSettings, *, data_socket: socket.socket | None =
         if task in done and task.exception() is not None:
             raise RuntimeError("a listener failed to start") from task.exception()
     log.info("stopped")
+
+
+def _settle_garbage_collector(_: object) -> None:
+    """Once models are loaded, move everything alive into the permanent generation and make
+    young collections rare.
+
+    Requests allocate many short-lived objects that reference counting frees at once; with the
+    default threshold (700) the collector still ran a young collection every few requests and
+    walked the models' large object graphs when it promoted, costing ~8% of CPU per request and
+    tens of milliseconds at p99.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
 
 
 def _new_token() -> str:
