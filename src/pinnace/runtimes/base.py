@@ -33,6 +33,9 @@ class Runtime(ABC):
     """The ``platform`` string of V2 model metadata (Triton's names where one exists)."""
     default_model_file: ClassVar[str]
     """The artifact loaded when the manifest names no ``model_file``."""
+    model_file_candidates: ClassVar[tuple[str, ...]] = ()
+    """Other names the artifact goes by (``model.h5`` beside ``model.keras``), tried in order
+    before the default when the manifest names no ``model_file``."""
     runs_code_on_load: ClassVar[bool] = False
     """True when loading can execute arbitrary code (pickle, custom Python)."""
 
@@ -51,7 +54,12 @@ class Runtime(ABC):
 
     @property
     def model_path(self) -> Path:
-        return self.version_dir / (self.manifest.model_file or self.default_model_file)
+        if self.manifest.model_file:
+            return self.version_dir / self.manifest.model_file
+        for name in self.model_file_candidates:
+            if (self.version_dir / name).exists():
+                return self.version_dir / name
+        return self.version_dir / self.default_model_file
 
     @abstractmethod
     def load(self) -> None:

@@ -63,6 +63,7 @@ class KerasRuntime(Runtime):
     format: ClassVar[str] = "keras"
     platform: ClassVar[str] = "keras"
     default_model_file: ClassVar[str] = "model.keras"
+    model_file_candidates: ClassVar[tuple[str, ...]] = _CANDIDATES
 
     @classmethod
     def runs_code(cls, manifest: Manifest) -> bool:
@@ -77,15 +78,6 @@ class KerasRuntime(Runtime):
         self._input_names: list[str] = []
         self._input_dtypes: list[str] = []
         self._outputs = signatures_by_name(self.manifest.outputs)
-
-    @property
-    def model_path(self) -> Path:
-        if self.manifest.model_file:
-            return self.version_dir / self.manifest.model_file
-        for name in _CANDIDATES:
-            if (self.version_dir / name).exists():
-                return self.version_dir / name
-        return self.version_dir / self.default_model_file
 
     def load(self) -> None:
         options = check_options(self.manifest, self.format, _OPTIONS)

@@ -56,6 +56,7 @@ class OpenVINORuntime(Runtime):
     format: ClassVar[str] = "openvino"
     platform: ClassVar[str] = "openvino"
     default_model_file: ClassVar[str] = "model.xml"
+    model_file_candidates: ClassVar[tuple[str, ...]] = _CANDIDATES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -65,15 +66,6 @@ class OpenVINORuntime(Runtime):
         self._device = ""
         self._precision = ""
         self._outputs = signatures_by_name(self.manifest.outputs)
-
-    @property
-    def model_path(self) -> Path:
-        if self.manifest.model_file:
-            return self.version_dir / self.manifest.model_file
-        for name in _CANDIDATES:
-            if (self.version_dir / name).is_file():
-                return self.version_dir / name
-        return self.version_dir / self.default_model_file
 
     def load(self) -> None:
         options = check_options(self.manifest, self.format, _OPTIONS)

@@ -37,6 +37,7 @@ class XGBoostRuntime(Runtime):
     format: ClassVar[str] = "xgboost"
     platform: ClassVar[str] = "xgboost"
     default_model_file: ClassVar[str] = "model.json"
+    model_file_candidates: ClassVar[tuple[str, ...]] = _CANDIDATES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -45,15 +46,6 @@ class XGBoostRuntime(Runtime):
         self._roles: dict[str, str] = {}
         self._outputs = signatures_by_name(self.manifest.outputs)
         self._input_order = [i.name for i in self.manifest.inputs]
-
-    @property
-    def model_path(self) -> Path:
-        if self.manifest.model_file:
-            return self.version_dir / self.manifest.model_file
-        for name in _CANDIDATES:
-            if (self.version_dir / name).is_file():
-                return self.version_dir / name
-        return self.version_dir / self.default_model_file
 
     def load(self) -> None:
         options = check_options(self.manifest, self.format, _OPTIONS)
