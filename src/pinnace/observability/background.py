@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+_CHUNK = 64
+"""Items written per call; small, so that the writer never holds the GIL for long."""
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +76,18 @@ class BackgroundWriter(Generic[T]):
 
     def _drain_locked(self) -> None:
         items = self._items
-        batch: list[T] = []
-        # popleft is atomic: the loop may keep appending while this thread takes.
         while items:
+            batch: list[T] = []
+            # popleft is atomic: the loop may keep appending while this thread takes.
+            while items and len(batch) < _CHUNK:
+                try:
+                    batch.append(items.popleft())
+                except IndexError:
+                    break
             try:
-                batch.append(items.popleft())
-            except IndexError:
-                break
-        if not batch:
-            return
-        try:
-            self._write(batch)
-        except Exception:
-            log.exception("background writer %s failed; %d items lost", self._thread.name, len(batch))
+                self._write(batch)
+            except Exception:
+                log.exception("background writer %s failed; %d items lost", self._thread.name, len(batch))
+            # Hand the GIL back between chunks: formatting a whole interval's lines in one go
+            # held it for milliseconds, and the event loop's requests waited that long (p99).
+            time.sleep(0)

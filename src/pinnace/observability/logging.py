@@ -5,6 +5,7 @@ Called once by the CLI; nothing configures logging at import time.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -22,9 +23,15 @@ _STANDARD: Final = frozenset(vars(logging.makeLogRecord({})).keys()) | {
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_second(whole: int) -> str:
+    # Lines within one second share this prefix: format it once, not per line.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+
+
 def iso_utc(created: float) -> str:
     """``2025-01-31T12:00:00.123Z``: the ``ts`` of every JSON log line."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+    return f"{_utc_second(int(created))}.{int(created % 1 * 1000):03d}Z"
 
 
 def text_time(created: float) -> str:
