@@ -17,6 +17,9 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+_JOIN_BELOW = 64 * 1024
+"""Bodies smaller than this are joined to the head; larger ones go out beside it."""
+
 
 class _CoalescingTransport:
     """Delegates to a transport; a write joins the one held back before it."""
@@ -38,7 +41,12 @@ class _CoalescingTransport:
             # Flushing on the second write, not at the end of the step, keeps a lone request's
             # latency where it was (the end-of-step flush cost ~40 µs at one connection).
             pending, self._pending = self._pending, None
-            self._transport.write(pending + data)
+            if len(data) < _JOIN_BELOW:
+                self._transport.write(pending + data)
+            else:
+                # A large body is not copied to be joined: writelines sends both buffers in one
+                # vectored write.
+                self._transport.writelines((pending, data))
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, None
