@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import msgspec
-import yaml
 
 from pinnace.errors import InvalidInputError
+from pinnace.manifest.loader import decode_yaml
 from pinnace.manifest.schema import MODEL_NAME_RE
 
 WILDCARD: Final = "*"
@@ -293,18 +293,9 @@ def management_token(m: Management) -> str:
 
 def parse_config(text: str | bytes, *, source: str = "gateway.yaml") -> GatewayConfig:
     """Parse and validate config text; ``source`` names the file in error messages."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "syntax error"
-        raise GatewayConfigError(f"{source}: not valid YAML: {first}") from exc
-    if not isinstance(raw, dict):
-        raise GatewayConfigError(f"{source}: expected a mapping of keys at the top level")
-    _expand_shorthands(raw)
-    try:
-        config = msgspec.convert(raw, GatewayConfig, str_keys=True)
-    except msgspec.ValidationError as exc:
-        raise GatewayConfigError(f"{source}: {_readable(str(exc))}") from exc
+    config = decode_yaml(
+        text, GatewayConfig, source=source, error=GatewayConfigError, prepare=_expand_shorthands
+    )
     _check(config, source)
     return config
 
@@ -325,17 +316,6 @@ def _expand_shorthands(raw: dict[str, Any]) -> None:
             ups = pool.get("upstreams") if isinstance(pool, dict) else None
             if isinstance(ups, list):
                 pool["upstreams"] = [{"address": u} if isinstance(u, str) else u for u in ups]
-
-
-def _readable(message: str) -> str:
-    # msgspec says "Expected `int`, got `str` - at `$.pools.a.breaker.max_pending`" (or
-    # "- at `key` in `$.x`" for a bad mapping key); users think in keys, so lead with the key.
-    text, sep, where = message.rpartition(" - at ")
-    if not sep:
-        return message
-    where = where.replace("`key` in ", "")
-    key = where.strip("`").removeprefix("$").lstrip(".") or "(top level)"
-    return f"key {key!r}: {text}"
 
 
 def _check(c: GatewayConfig, source: str) -> None:  # noqa: PLR0915 - one flat list of rules

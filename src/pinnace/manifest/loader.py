@@ -2,28 +2,50 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import msgspec
 import yaml
 
-from pinnace.errors import ManifestError
+from pinnace.errors import ManifestError, PinnaceError
 from pinnace.manifest.schema import MODEL_NAME_RE, Manifest
 from pinnace.protocol.datatypes import DATATYPES
+
+T = TypeVar("T")
+
+
+def decode_yaml(
+    text: str | bytes,
+    cls: type[T],
+    *,
+    source: str,
+    error: type[PinnaceError],
+    prepare: Callable[[dict[str, Any]], None] | None = None,
+) -> T:
+    """YAML text as a ``cls`` struct; failures raise ``error`` naming ``source`` and the key.
+
+    Shared by the manifest and the gateway config. ``prepare`` may rewrite the raw mapping
+    first (shorthands).
+    """
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{source}: not valid YAML: {_first_line(exc)}") from exc
+    if not isinstance(raw, dict):
+        raise error(f"{source}: expected a mapping of keys at the top level")
+    if prepare is not None:
+        prepare(raw)
+    try:
+        return msgspec.convert(raw, cls, str_keys=True)
+    except msgspec.ValidationError as exc:
+        raise error(f"{source}: {_readable(str(exc))}") from exc
 
 
 def parse_manifest(text: str | bytes, *, source: str = "model.yaml") -> Manifest:
     """Parse and validate manifest text; ``source`` names the file in error messages."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{source}: not valid YAML: {_first_line(exc)}") from exc
-    if not isinstance(raw, dict):
-        raise ManifestError(f"{source}: expected a mapping of keys at the top level")
-    try:
-        manifest = msgspec.convert(raw, Manifest, str_keys=True)
-    except msgspec.ValidationError as exc:
-        raise ManifestError(f"{source}: {_readable(str(exc))}") from exc
+    manifest = decode_yaml(text, Manifest, source=source, error=ManifestError)
     _check_semantics(manifest, source)
     return manifest
 
@@ -58,11 +80,12 @@ _ManifestDumper.add_representer(list, _represent_list)
 
 
 def _readable(message: str) -> str:
-    # msgspec says "Expected `int`, got `str` - at `$.batching.max_batch_size`";
-    # users think in keys, so lead with the key path.
+    # msgspec says "Expected `int`, got `str` - at `$.batching.max_batch_size`" (or
+    # "- at `key` in `$.x`" for a bad mapping key); users think in keys, so lead with the key.
     text, sep, where = message.rpartition(" - at ")
     if not sep:
         return message
+    where = where.replace("`key` in ", "")
     key = where.strip("`").removeprefix("$").lstrip(".") or "(top level)"
     return f"key {key!r}: {text}"
 
