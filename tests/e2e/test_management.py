@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,6 +37,18 @@ def manage(server: ServerProcess, path: str, token: str | None = "default") -> h
         {"Authorization": f"Bearer {token}"} if token else {}
     )
     return httpx.post(f"{server.management_url}/v2/repository/{path}", headers=headers, timeout=60)
+
+
+def wait_in_flight(server: ServerProcess, model: str, count: int, timeout: float = 30.0) -> None:
+    """Until ``count`` requests for ``model`` are queued or executing (from /metrics)."""
+    pattern = re.compile(rf'^pinnace_inflight_requests{{model="{model}",version="1"}} (\S+)$', re.M)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = pattern.search(httpx.get(f"{server.url}/metrics").text)
+        if found and float(found.group(1)) >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{count} requests for {model!r} never got in flight")
 
 
 def test_token_is_required(fresh_repo: Path) -> None:
@@ -83,7 +97,7 @@ def test_reload_and_unload_under_traffic_lose_nothing(fresh_repo: Path) -> None:
             # In-flight requests on a model being unloaded finish before it goes.
             with ThreadPoolExecutor(8) as pool:
                 slow = [pool.submit(slow_request) for _ in range(8)]
-                threading.Event().wait(0.1)
+                wait_in_flight(server, "slow", 8)
                 assert manage(server, "models/slow/unload").status_code == 200
                 assert [f.result() for f in slow] == [42] * 8
             gone = httpx.post(f"{server.url}/v2/models/slow/infer", json={"inputs": []})
