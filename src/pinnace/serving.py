@@ -1,5 +1,5 @@
-"""uvicorn's httptools protocol with one system call per response instead of two; used by the
-server's and the gateway's listeners.
+"""HTTP serving pieces the server's and the gateway's listeners share: capped body reading,
+and uvicorn's httptools protocol with one system call per response instead of two.
 
 uvicorn writes a response's head (at ``http.response.start``) and its body (at
 ``http.response.body``) as two ``transport.write`` calls, and each is a ``send()`` to the
@@ -13,9 +13,59 @@ loop step (``call_soon``), so nothing waits longer than the current step.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Final
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from pinnace.errors import InvalidInputError, PayloadTooLargeError
+
+BODY_TIMEOUT_S: Final = 30.0
+"""How long a body sent in several pieces may take to arrive in full."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body arrived."""
+
+
+async def read_body(receive: Any, cap: int, declared: int | None = None) -> bytes:
+    """The whole ASGI request body, refused (413) as soon as it is known to exceed ``cap``.
+
+    ``declared`` is the Content-Length, checked before anything is read. A body that arrives in
+    one piece (the common case) returns without any timer; a body in several pieces must
+    arrive within ``BODY_TIMEOUT_S``, so a client trickling bytes cannot hold a request forever.
+    """
+    if declared is not None and declared > cap:
+        raise PayloadTooLargeError(f"body of {declared} bytes exceeds the limit of {cap}")
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > cap:
+            raise PayloadTooLargeError(f"body exceeds the limit of {cap} bytes")
+        return body
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            return await _rest_of_body(receive, body, cap)
+    except TimeoutError:
+        raise InvalidInputError(f"request body not received within {BODY_TIMEOUT_S:g}s") from None
+
+
+async def _rest_of_body(receive: Any, first: bytes, cap: int) -> bytes:
+    chunks = [first]
+    size = len(first)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > cap:
+            # Chunked bodies announce no length: stop as soon as the cap is crossed.
+            raise PayloadTooLargeError(f"body exceeds the limit of {cap} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 _JOIN_BELOW = 64 * 1024
 """Bodies smaller than this are joined to the head; larger ones go out beside it."""

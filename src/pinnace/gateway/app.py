@@ -25,8 +25,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pinnace.errors import (
     InternalError,
+    InvalidInputError,
     ModelNotFoundError,
-    PayloadTooLargeError,
     PinnaceError,
 )
 from pinnace.gateway import accesslog, management
@@ -34,12 +34,13 @@ from pinnace.gateway.auth import Principal
 from pinnace.gateway.client import HOP_BY_HOP
 from pinnace.gateway.config import GatewayConfig, GatewayConfigError, load_config
 from pinnace.gateway.discovery import PoolWatcher
-from pinnace.gateway.errors import STATUS, RequestTimeoutError, error_body, error_headers
+from pinnace.gateway.errors import STATUS, error_body, error_headers
 from pinnace.gateway.metrics import GatewayMetrics
 from pinnace.gateway.proxy import DEGRADED, Call, Proxy, Reply
 from pinnace.gateway.quotas import QuotaState
 from pinnace.gateway.state import Route, State
 from pinnace.gateway.upstream import Pool
+from pinnace.serving import ClientGone, read_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -339,32 +340,10 @@ def _sticky(route: Route, principal: Principal, headers: list[tuple[bytes, bytes
 
 
 async def _read_body(receive: Receive, limit: int, content_length: int) -> bytes:
-    if content_length > limit:
-        raise PayloadTooLargeError(f"request body over {limit} bytes")
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit:
-            raise PayloadTooLargeError(f"request body over {limit} bytes")
-        return body
-    chunks = [body]
-    size = len(body)
     try:
-        # A client that trickles its body must not hold the request forever.
-        async with asyncio.timeout(30.0):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise RequestTimeoutError("client went away")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLargeError(f"request body over {limit} bytes")
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
-    except TimeoutError as exc:
-        raise RequestTimeoutError("request body not received in time") from exc
+        return await read_body(receive, limit, content_length)
+    except ClientGone:
+        raise InvalidInputError("client went away before sending its body") from None
 
 
 def _error_reply(exc: PinnaceError) -> Reply:

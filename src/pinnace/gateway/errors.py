@@ -34,12 +34,6 @@ class UpstreamUnreachableError(PinnaceError):
     kind = ErrorKind.UNAVAILABLE
 
 
-class RequestTimeoutError(PinnaceError):
-    """The client did not send its body in time."""
-
-    kind = ErrorKind.INVALID_ARGUMENT
-
-
 class _ErrorBody(msgspec.Struct):
     error: str
 

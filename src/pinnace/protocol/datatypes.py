@@ -36,6 +36,19 @@ _DTYPE_TO_DATATYPE: Final[dict[np.dtype, str]] = {
 
 DATATYPES: Final[frozenset[str]] = frozenset(DATATYPE_TO_DTYPE)
 
+_NAMED: Final[dict[str, str]] = {
+    **{dtype.name: name for name, dtype in DATATYPE_TO_DTYPE.items() if name not in ("BF16", "BYTES")},
+    "bfloat16": "BF16",
+    "string": "BYTES",
+}
+
+
+def datatype_of_name(name: str) -> str | None:
+    """The V2 datatype for a framework's dtype name ("float32", "bfloat16", "string"), as
+    TensorFlow and Keras spell them; None when V2 has no such datatype."""
+    return _NAMED.get(name)
+
+
 FLOAT_DATATYPES: Final[frozenset[str]] = frozenset({"FP16", "FP32", "FP64", "BF16"})
 
 

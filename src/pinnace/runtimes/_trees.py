@@ -19,13 +19,16 @@ working.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import numpy as np
 
 from pinnace.errors import InvalidInputError, ModelLoadError
 from pinnace.manifest.schema import TensorSignature
+from pinnace.runtimes._support import clean_error, fit_output, signatures_by_name
+from pinnace.runtimes.base import Arrays, Runtime
 
 ROLES: Final = ("predict", "predict_proba", "raw")
 
@@ -89,3 +92,60 @@ def feature_matrix(inputs: Mapping[str, np.ndarray], order: Sequence[str]) -> np
     if matrix.dtype.kind not in "fiub":
         raise InvalidInputError(f"tree models take numbers; got numpy dtype {matrix.dtype}")
     return matrix
+
+
+class TreeInfo(Protocol):
+    """What a runtime learned about its booster when it loaded it."""
+
+    objective: str
+    n_features: int
+
+
+InfoT = TypeVar("InfoT", bound=TreeInfo)
+
+
+class TreeRuntime(Runtime, Generic[InfoT]):
+    """The half of the XGBoost and LightGBM runtimes that is the same: a feature matrix in,
+    one answer per output role out. Subclasses load the booster and say how it predicts."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._booster: Any = None
+        self._info: InfoT | None = None
+        self._roles: dict[str, str] = {}
+        self._outputs = signatures_by_name(self.manifest.outputs)
+        self._input_order = [i.name for i in self.manifest.inputs]
+
+    @abstractmethod
+    def _booster_predict(self, matrix: np.ndarray) -> Any:
+        """The booster's own prediction for ``matrix``."""
+
+    @abstractmethod
+    def _answer(self, role: str, raw: np.ndarray) -> np.ndarray:
+        """The output for ``role`` from the booster's raw prediction."""
+
+    def predict(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        info = self._info
+        assert info is not None, "predict before load"
+        matrix = feature_matrix(inputs, self._input_order)
+        if matrix.shape[1] != info.n_features:
+            raise InvalidInputError(f"the model takes {info.n_features} features per row; got {matrix.shape[1]}")
+        try:
+            raw = np.asarray(self._booster_predict(matrix))
+        except Exception as exc:  # the frameworks raise their own errors with C++ detail
+            raise InvalidInputError(f"{self.format} rejected the input: {clean_error(exc)}") from exc
+        result: Arrays = {}
+        for name in outputs or list(self._roles):
+            role = self._roles.get(name)
+            if role is None:
+                raise InvalidInputError(f"unknown output {name!r}")
+            result[name] = fit_output(self._answer(role, raw), self._outputs.get(name))
+        return result
+
+    def unload(self) -> None:
+        self._booster = None
+
+    def metadata_parameters(self) -> dict[str, Any]:
+        if self._info is None:
+            return {}
+        return {"objective": self._info.objective, "features": self._info.n_features}

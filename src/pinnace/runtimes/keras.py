@@ -33,6 +33,7 @@ import numpy as np
 
 from pinnace.errors import InvalidInputError, ModelLoadError
 from pinnace.manifest.schema import Manifest, TensorSignature
+from pinnace.protocol.datatypes import datatype_of_name
 from pinnace.runtimes._support import (
     check_options,
     clean_error,
@@ -48,13 +49,6 @@ _BACKENDS: Final = ("tensorflow", "torch", "jax", "numpy")
 _DEFAULT_BACKEND: Final = "tensorflow"
 _HDF5_MAGIC: Final = b"\x89HDF\r\n\x1a\n"
 _CANDIDATES: Final = ("model.keras", "model.h5")
-# Keras' dtype names → V2 datatypes.
-_DTYPES: Final = {
-    "float16": "FP16", "float32": "FP32", "float64": "FP64", "bfloat16": "BF16",
-    "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
-    "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
-    "bool": "BOOL", "string": "BYTES",
-}
 
 
 class KerasRuntime(Runtime):
@@ -266,7 +260,7 @@ def _positional_names(model: Any, count: int) -> list[str]:
 
 def _signature(name: str, tensor: Any) -> TensorSignature:
     dtype = str(tensor.dtype)
-    datatype = _DTYPES.get(dtype)
+    datatype = datatype_of_name(dtype)
     if datatype is None:
         raise ModelLoadError(f"tensor {name!r} has dtype {dtype}, which V2 cannot carry")
     shape = [d if isinstance(d, int) and d > 0 else -1 for d in tensor.shape]

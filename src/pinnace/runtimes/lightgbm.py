@@ -17,17 +17,15 @@ for the same rows. ``raw`` is the booster's own ``predict`` (what MLServer answe
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
 import numpy as np
 
-from pinnace.errors import InvalidInputError, ModelLoadError
+from pinnace.errors import ModelLoadError
 from pinnace.manifest.schema import TensorSignature
-from pinnace.runtimes._support import check_options, clean_error, fit_output, int_option, signatures_by_name
-from pinnace.runtimes._trees import feature_matrix, labels_from_proba, output_roles, proba_matrix
-from pinnace.runtimes.base import Arrays, Runtime
+from pinnace.runtimes._support import check_options, clean_error, int_option
+from pinnace.runtimes._trees import TreeRuntime, labels_from_proba, output_roles, proba_matrix
 
 _OPTIONS: Final = ("threads", "output_roles")
 # Tried in order when the manifest names no model_file: ours, then MLServer's well-known name.
@@ -39,7 +37,7 @@ _CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _PARAMETER: Final = re.compile(r"^\[[A-Za-z0-9_]+: .*\]$")
 
 
-class LightGBMRuntime(Runtime):
+class LightGBMRuntime(TreeRuntime["ModelText"]):
     """A loaded ``lightgbm.Booster``."""
 
     format: ClassVar[str] = "lightgbm"
@@ -49,12 +47,7 @@ class LightGBMRuntime(Runtime):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._booster: Any = None
-        self._info: ModelText | None = None
         self._threads = 1
-        self._roles: dict[str, str] = {}
-        self._outputs = signatures_by_name(self.manifest.outputs)
-        self._input_order = [i.name for i in self.manifest.inputs]
 
     def load(self) -> None:
         options = check_options(self.manifest, self.format, _OPTIONS)
@@ -64,23 +57,8 @@ class LightGBMRuntime(Runtime):
             self.manifest.outputs, options, classifier=self._info.classifier, has_proba=self._info.classifier
         )
 
-    def predict(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
-        info = self._info
-        assert info is not None, "predict before load"
-        matrix = feature_matrix(inputs, self._input_order)
-        if matrix.shape[1] != info.n_features:
-            raise InvalidInputError(f"the model takes {info.n_features} features per row; got {matrix.shape[1]}")
-        try:
-            raw = np.asarray(self._booster.predict(matrix, num_threads=self._threads))
-        except Exception as exc:  # LightGBMError and numpy conversion errors
-            raise InvalidInputError(f"lightgbm rejected the input: {clean_error(exc)}") from exc
-        result: Arrays = {}
-        for name in outputs or list(self._roles):
-            role = self._roles.get(name)
-            if role is None:
-                raise InvalidInputError(f"unknown output {name!r}")
-            result[name] = fit_output(self._answer(role, raw), self._outputs.get(name))
-        return result
+    def _booster_predict(self, matrix: np.ndarray) -> Any:
+        return self._booster.predict(matrix, num_threads=self._threads)
 
     def _answer(self, role: str, raw: np.ndarray) -> np.ndarray:
         info = self._info
@@ -89,14 +67,6 @@ class LightGBMRuntime(Runtime):
             return raw
         proba = proba_matrix(raw, info.n_classes)
         return proba if role == "predict_proba" else labels_from_proba(proba)
-
-    def unload(self) -> None:
-        self._booster = None
-
-    def metadata_parameters(self) -> dict[str, Any]:
-        if self._info is None:
-            return {}
-        return {"objective": self._info.objective, "features": self._info.n_features}
 
     @classmethod
     def inspect(cls, path: Path) -> tuple[list[TensorSignature], list[TensorSignature]] | None:

@@ -28,6 +28,7 @@ import numpy as np
 
 from pinnace.errors import InvalidInputError, ModelLoadError
 from pinnace.manifest.schema import TensorSignature
+from pinnace.protocol.datatypes import datatype_of_name
 from pinnace.runtimes._support import (
     check_options,
     clean_error,
@@ -42,13 +43,6 @@ log = logging.getLogger(__name__)
 
 _OPTIONS: Final = ("signature", "tags", "intra_op_threads", "inter_op_threads")
 _THREADS_LOCK = threading.Lock()
-# TensorFlow dtype names → V2 datatypes.
-_DTYPES: Final = {
-    "float16": "FP16", "float32": "FP32", "float64": "FP64", "bfloat16": "BF16",
-    "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
-    "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
-    "bool": "BOOL", "string": "BYTES",
-}
 
 
 class TensorFlowRuntime(Runtime):
@@ -215,7 +209,7 @@ def _signature_of(function: Any) -> tuple[list[TensorSignature], list[TensorSign
 
 
 def _tensor_signature(name: str, spec: Any) -> TensorSignature:
-    datatype = _DTYPES.get(spec.dtype.name)
+    datatype = datatype_of_name(spec.dtype.name)
     if datatype is None:
         raise ModelLoadError(f"tensor {name!r} has dtype {spec.dtype.name}, which V2 cannot carry")
     dims = spec.shape.as_list() if spec.shape.rank is not None else []

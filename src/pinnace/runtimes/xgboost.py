@@ -12,17 +12,15 @@ These formats hold trees and parameters only, so loading runs no code. Outputs f
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
 import numpy as np
 
-from pinnace.errors import InvalidInputError, ModelLoadError
+from pinnace.errors import ModelLoadError
 from pinnace.manifest.schema import TensorSignature
-from pinnace.runtimes._support import check_options, clean_error, fit_output, int_option, signatures_by_name
-from pinnace.runtimes._trees import feature_matrix, labels_from_proba, output_roles, proba_matrix
-from pinnace.runtimes.base import Arrays, Runtime
+from pinnace.runtimes._support import check_options, clean_error, int_option
+from pinnace.runtimes._trees import TreeRuntime, labels_from_proba, output_roles, proba_matrix
 
 _OPTIONS: Final = ("threads", "output_roles")
 # Tried in order when the manifest names no model_file: ours, then MLServer's well-known names.
@@ -31,21 +29,13 @@ _PROBA_OBJECTIVES: Final = ("binary:logistic", "multi:softprob")
 _CLASS_OBJECTIVES: Final = (*_PROBA_OBJECTIVES, "binary:logitraw", "binary:hinge", "multi:softmax")
 
 
-class XGBoostRuntime(Runtime):
+class XGBoostRuntime(TreeRuntime["_ModelInfo"]):
     """A loaded ``xgboost.Booster``."""
 
     format: ClassVar[str] = "xgboost"
     platform: ClassVar[str] = "xgboost"
     default_model_file: ClassVar[str] = "model.json"
     model_file_candidates: ClassVar[tuple[str, ...]] = _CANDIDATES
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._booster: Any = None
-        self._info: _ModelInfo | None = None
-        self._roles: dict[str, str] = {}
-        self._outputs = signatures_by_name(self.manifest.outputs)
-        self._input_order = [i.name for i in self.manifest.inputs]
 
     def load(self) -> None:
         options = check_options(self.manifest, self.format, _OPTIONS)
@@ -58,24 +48,8 @@ class XGBoostRuntime(Runtime):
             self.manifest.outputs, options, classifier=self._info.classifier, has_proba=self._info.has_proba
         )
 
-    def predict(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
-        assert self._info is not None, "predict before load"
-        matrix = feature_matrix(inputs, self._input_order)
-        if matrix.shape[1] != self._info.n_features:
-            raise InvalidInputError(
-                f"the model takes {self._info.n_features} features per row; got {matrix.shape[1]}"
-            )
-        try:
-            raw = np.asarray(self._booster.inplace_predict(matrix))
-        except Exception as exc:  # xgboost raises its own XGBoostError with C++ detail
-            raise InvalidInputError(f"xgboost rejected the input: {clean_error(exc)}") from exc
-        result: Arrays = {}
-        for name in outputs or list(self._roles):
-            role = self._roles.get(name)
-            if role is None:
-                raise InvalidInputError(f"unknown output {name!r}")
-            result[name] = fit_output(self._answer(role, raw), self._outputs.get(name))
-        return result
+    def _booster_predict(self, matrix: np.ndarray) -> Any:
+        return self._booster.inplace_predict(matrix)
 
     def _answer(self, role: str, raw: np.ndarray) -> np.ndarray:
         info = self._info
@@ -92,14 +66,6 @@ class XGBoostRuntime(Runtime):
             return raw.astype(np.int64)
         # XGBClassifier.predict's own rule for every binary objective (logitraw included).
         return (raw > 0.5).astype(np.int64)
-
-    def unload(self) -> None:
-        self._booster = None
-
-    def metadata_parameters(self) -> dict[str, Any]:
-        if self._info is None:
-            return {}
-        return {"objective": self._info.objective, "features": self._info.n_features}
 
     @classmethod
     def inspect(cls, path: Path) -> tuple[list[TensorSignature], list[TensorSignature]] | None:

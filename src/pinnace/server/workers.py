@@ -55,13 +55,13 @@ import msgspec
 from pinnace.errors import PinnaceError
 from pinnace.server.app import _uvicorn, serve
 from pinnace.server.rest.http import (
-    ClientGone,
     Headers,
     Scope,
     read_body,
     respond,
     respond_error,
 )
+from pinnace.serving import ClientGone
 from pinnace.settings import ServerSettings
 
 log = logging.getLogger(__name__)

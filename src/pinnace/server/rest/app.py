@@ -24,7 +24,6 @@ from pinnace.server.rest.errors import retry_after_header, status_of
 from pinnace.server.rest.http import (
     JSON,
     OCTETS,
-    ClientGone,
     Headers,
     Scope,
     header,
@@ -33,6 +32,7 @@ from pinnace.server.rest.http import (
     respond_error,
     respond_json,
 )
+from pinnace.serving import ClientGone
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pinnace.errors import InvalidInputError, PayloadTooLargeError
+from pinnace.errors import InvalidInputError
 from pinnace.protocol.json_codec import encode_json
+from pinnace.serving import read_body as read_capped_body
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -14,10 +15,6 @@ Headers = list[tuple[bytes, bytes]]
 
 JSON = b"application/json"
 OCTETS = b"application/octet-stream"
-
-
-class ClientGone(Exception):
-    """The client disconnected before its body arrived."""
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -30,34 +27,11 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 async def read_body(scope: Scope, receive: Any, cap: int) -> bytes:
     """The whole body, refusing (413) as soon as it is known to exceed ``cap`` bytes."""
     declared = header(scope, b"content-length")
-    if declared is not None:
-        try:
-            if int(declared) > cap:
-                raise PayloadTooLargeError(f"body of {int(declared)} bytes exceeds the limit of {cap}")
-        except ValueError:
-            raise InvalidInputError("invalid Content-Length header") from None
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientGone
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > cap:
-            raise PayloadTooLargeError(f"body exceeds the limit of {cap} bytes")
-        return body
-    chunks = [body]
-    size = len(body)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > cap:
-            # Chunked bodies announce no length: stop as soon as the cap is crossed.
-            raise PayloadTooLargeError(f"body exceeds the limit of {cap} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    try:
+        length = int(declared) if declared is not None else None
+    except ValueError:
+        raise InvalidInputError("invalid Content-Length header") from None
+    return await read_capped_body(receive, cap, length)
 
 
 async def respond(

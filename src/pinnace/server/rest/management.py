@@ -20,7 +20,8 @@ from pinnace.errors import (
     UnauthenticatedError,
 )
 from pinnace.server.rest.errors import retry_after_header, status_of
-from pinnace.server.rest.http import ClientGone, Scope, header, read_body, respond, respond_error, respond_json
+from pinnace.server.rest.http import Scope, header, read_body, respond, respond_error, respond_json
+from pinnace.serving import ClientGone
 
 log = logging.getLogger(__name__)
 
