@@ -9,6 +9,7 @@ while the batch was still running.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -278,12 +279,16 @@ async def test_a_fast_model_moves_onto_the_loop_thread_after_its_first_batch(
     assert loop_thread in threads[1:], "later ones skip the thread hop"
 
 
-async def test_a_slow_model_never_runs_on_the_loop_thread(executor: ThreadPoolExecutor) -> None:
+async def test_a_model_slow_on_the_cpu_never_runs_on_the_loop_thread(
+    executor: ThreadPoolExecutor,
+) -> None:
     threads: list[int] = []
 
     def slow(inputs: Arrays, outputs: Sequence[str]) -> Arrays:
         threads.append(threading.get_ident())
-        time.sleep(0.002)  # far above the inline threshold, whatever the machine
+        busy_until = time.thread_time() + 0.002  # far above the inline threshold, in CPU time
+        while time.thread_time() < busy_until:
+            pass
         return {"y_x": inputs["x"]}
 
     batcher = Batcher(
@@ -293,6 +298,32 @@ async def test_a_slow_model_never_runs_on_the_loop_thread(executor: ThreadPoolEx
     for i in range(5):
         await asyncio.wait_for(submit(batcher, rows(float(i))), WAIT_S)
     assert threading.get_ident() not in threads
+
+
+async def test_a_model_that_waits_without_cpu_is_tried_on_the_loop_rarely(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Like a GPU model: little CPU in its thread, a long wall time. Each try on the loop
+    thread fails and the next one comes after twice as many executor batches."""
+    threads: list[int] = []
+
+    def waits(inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        threads.append(threading.get_ident())
+        time.sleep(0.002)
+        return {"y_x": inputs["x"]}
+
+    batcher = Batcher(
+        waits, executor, instances=1, max_batch_size=8, max_queue_delay_s=0.0,
+        max_queue_size=10, stats=ModelStats(name="m", version="1"), inline_when_fast=True,
+    )
+    for i in range(40):
+        result = await asyncio.wait_for(submit(batcher, rows(float(i))), WAIT_S)
+        assert result["y_x"][0, 0] == float(i)
+    loop_thread = threading.get_ident()
+    on_loop = [i for i, ident in enumerate(threads) if ident == loop_thread]
+    assert threads[0] != loop_thread
+    assert 1 <= len(on_loop) <= 2, on_loop
+    assert all(b - a > 10 for a, b in itertools.pairwise(on_loop)), on_loop
 
 
 async def test_without_inline_permission_even_a_fast_model_stays_off_the_loop(
@@ -312,3 +343,42 @@ async def test_without_inline_permission_even_a_fast_model_stays_off_the_loop(
     for i in range(20):
         await asyncio.wait_for(submit(batcher, rows(float(i))), WAIT_S)
     assert threading.get_ident() not in threads
+
+
+async def test_a_short_deadline_after_a_long_one_still_fires_on_time(
+    model: GatedModel, executor: ThreadPoolExecutor
+) -> None:
+    """Deadlines share one timer; a request with an earlier deadline than the timer's re-arms it."""
+    batcher = make_batcher(model, executor)
+    await asyncio.wait_for(submit(batcher, rows(1.0), timeout_s=60.0), WAIT_S)
+    model.gate.clear()
+    doomed = submit(batcher, rows(2.0), timeout_s=0.05)
+    with pytest.raises(DeadlineExceededError, match=r"0\.05s"):
+        await asyncio.wait_for(doomed, 5.0)
+    model.gate.set()
+
+
+async def test_an_idle_fast_model_answers_inside_submit_and_batches_the_rest(
+    executor: ThreadPoolExecutor,
+) -> None:
+    batches: list[int] = []
+
+    def fast(inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        batches.append(inputs["x"].shape[0])
+        return {"y_x": inputs["x"] * 2}
+
+    batcher = Batcher(
+        fast, executor, instances=1, max_batch_size=64, max_queue_delay_s=0.0,
+        max_queue_size=100, stats=ModelStats(name="m", version="1"), inline_when_fast=True,
+    )
+    await asyncio.wait_for(submit(batcher, rows(0.0)), WAIT_S)  # first batch: in the executor
+    await asyncio.sleep(0)
+    lone = submit(batcher, rows(1.0))
+    assert lone.done(), "an idle batcher runs a lone request at once"
+    assert lone.result()["y_x"][0, 0] == 2.0
+    # The same loop step: these queue and run together as the next batch.
+    burst = [submit(batcher, rows(float(i))) for i in range(2, 7)]
+    assert not any(f.done() for f in burst)
+    results = await asyncio.wait_for(asyncio.gather(*burst), WAIT_S)
+    assert [r["y_x"][0, 0] for r in results] == [4.0, 6.0, 8.0, 10.0, 12.0]
+    assert batches == [1, 1, 5]

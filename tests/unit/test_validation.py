@@ -65,3 +65,44 @@ def test_bad_requests(request_: InferRequest, message: str) -> None:
 def test_nan_allowed_where_the_manifest_says_so() -> None:
     checked = SignatureCheck(MANIFEST).check(req(fp32("x", [1, 2, 3]), fp32("w", [float("inf"), 0, 0])))
     assert checked.rows == 1
+
+
+OPTIONAL = parse_manifest(
+    """
+name: m
+runtime: onnx
+inputs:
+  - {name: a, datatype: FP32, shape: [-1, 2]}
+  - {name: b, datatype: FP32, shape: [-1, 2]}
+  - {name: c, datatype: INT64, shape: [-1, -1], optional: true}
+  - {name: d, datatype: FP32, shape: [2, 2]}
+outputs:
+  - {name: y, datatype: FP32, shape: [-1]}
+batching: {max_batch_size: 4}
+"""
+)
+
+
+def test_a_missing_required_input_is_found_even_beside_an_optional_one() -> None:
+    tensors = [fp32("a", [1, 2], [3, 4]), Tensor("c", "INT64", np.zeros((2, 5), dtype=np.int64))]
+    with pytest.raises(InvalidInputError, match="missing input 'b'"):
+        SignatureCheck(OPTIONAL).check(req(*tensors, fp32("d", [1, 2], [3, 4])))
+
+
+def test_fixed_leading_axes_and_variable_inner_axes_are_checked() -> None:
+    check = SignatureCheck(OPTIONAL)
+    base = [fp32("a", [1, 2], [3, 4]), fp32("b", [1, 2], [3, 4])]
+    with pytest.raises(InvalidInputError, match=r"shape \[3, 2\], the model expects \[2, 2\]"):
+        check.check(req(*base, fp32("d", [1, 2], [3, 4], [5, 6])))
+    narrow = check.check(req(*base, fp32("d", [1, 2], [3, 4]), Tensor("c", "INT64", np.zeros((2, 1), dtype=np.int64))))
+    wide = check.check(req(*base, fp32("d", [1, 2], [3, 4]), Tensor("c", "INT64", np.zeros((2, 7), dtype=np.int64))))
+    without = check.check(req(*base, fp32("d", [1, 2], [3, 4])))
+    assert len({narrow.key, wide.key, without.key}) == 3, "different inner shapes or inputs never share a batch"
+
+
+def test_a_signature_with_fixed_inner_shapes_gives_every_request_one_key() -> None:
+    check = SignatureCheck(MANIFEST)
+    one = check.check(req(fp32("x", [1, 2, 3]), fp32("w", [0, 0, 0])))
+    three = check.check(req(fp32("w", *[[0, 0, 0]] * 3), fp32("x", *[[1, 2, 3]] * 3)))
+    assert one.key == three.key
+    assert three.rows == 3

@@ -8,17 +8,31 @@ is the bottleneck and stay small (low latency) when it is not. ``max_queue_delay
 lone request wait a little for company while a slot is idle.
 
 Everything here runs on the event loop thread except :meth:`Batcher._execute`, which runs in
-the executor and touches nothing shared but its own batch. Deadlines are timers on the loop:
-a request fails at its deadline even while its batch is still running; the batch's late result
-is then dropped.
+the executor and touches nothing shared but its own batch. Deadlines fire on the loop: a
+request fails at its deadline even while its batch is still running; the batch's late result
+is then dropped. Requests are enqueued in deadline order almost always (same timeout, later
+arrival), so they share one loop timer, armed for the earliest deadline, instead of one timer
+each; a request whose deadline comes before an earlier arrival's gets a timer of its own.
 
-One exception to the executor, for runtimes that run no user code (``inline_when_fast``:
-ONNX, not custom Python, which may block for any time): when the previous batch took less than
-``_INLINE_BELOW_S`` (a small model such as a linear classifier), the next one runs on the loop
-thread itself. A thread hop costs two context switches and a GIL hand-off, about 30 µs of CPU
-on a busy core, which is more than such a model's whole run; blocking the loop for under
-100 µs costs less. The first batch, and every batch after a slow one, goes to the executor, so
-a slow model does not run on the loop (its deadlines keep firing on time).
+Runtimes that run no user code (``inline_when_fast``: ONNX, not custom Python, which may block
+for any time) may run batches on the loop thread itself. A thread hop costs two context
+switches and a GIL hand-off, about 30 µs of CPU on a busy core, which is more than a small
+model's whole run (a linear classifier: ~7 µs); blocking the loop for under
+``_INLINE_BELOW_S`` costs less. The rules:
+
+* the first batch of unknown cost runs in the executor;
+* a batch that took the loop thread longer than ``_INLINE_BELOW_S`` sends the next ones back
+  to the executor, unless fast ones came just before it: then only a second slow one in a
+  row does (a preemption or a page fault is not the model's cost);
+* from the executor, a batch comes back to the loop only when the executor thread's own CPU
+  time for it was under the threshold. Its wall time cannot decide: on a busy loop it includes
+  waits for the GIL. A model that spends little CPU but long waits (a GPU, an intra-op thread
+  pool) fails such a try on the loop, so tries back off exponentially, to one in
+  ``_MAX_PROBE_GAP`` batches at most; a model busy on the CPU never gets one.
+
+When the batcher is idle (nothing queued or running) and batches run on the loop, a request
+runs at once inside :meth:`submit`: a lone client pays no loop round trip. Requests arriving
+in the same loop step as that one queue normally and form the next batch together.
 
 Observation costs the hot path little: each request carries the :class:`RequestRecord` of its
 task (None when nothing asked for records), filled in when its batch finishes; observers hear
@@ -54,21 +68,26 @@ from pinnace.errors import (
 
 Arrays = dict[str, np.ndarray]
 RunFn = Callable[[Arrays, Sequence[str]], Arrays]
-_Executed = tuple[list[Arrays], float, float, float, float]
+_Executed = tuple[list[Arrays], float, float, float, float, float]
 """Per-request outputs; when execution began (monotonic); the seconds spent assembling, running
-and splitting the batch."""
+and splitting the batch; the CPU seconds of the thread that ran it."""
 
 log = logging.getLogger(__name__)
 
 _RETRY_AFTER_S: Final = 1.0
 _INLINE_BELOW_S: Final = 100e-6
-"""A batch that took less than this lets the next one run on the loop thread (see above)."""
+"""A batch faster than this may run on the loop thread (see the module docstring)."""
+_FIRST_PROBE_GAP: Final = 16
+_MAX_PROBE_GAP: Final = 1024
+"""Executor batches between two tries on the loop thread, after failed tries (doubling)."""
 
 
 class _Pending:
     """One queued request."""
 
-    __slots__ = ("enqueued", "future", "inputs", "key", "outputs", "record", "rows", "timer")
+    __slots__ = (
+        "deadline", "enqueued", "future", "inputs", "key", "outputs", "record", "rows", "timer"
+    )
 
     def __init__(
         self,
@@ -77,7 +96,8 @@ class _Pending:
         rows: int,
         key: Hashable,
         future: asyncio.Future[Arrays],
-        timer: asyncio.TimerHandle,
+        enqueued: float,
+        deadline: float,
         record: RequestRecord | None,
     ) -> None:
         self.inputs = inputs
@@ -85,9 +105,11 @@ class _Pending:
         self.rows = rows
         self.key = key
         self.future = future
+        self.enqueued = enqueued
+        self.deadline = deadline
         self.record = record
-        self.enqueued = time.monotonic()
-        self.timer = timer
+        self.timer: asyncio.TimerHandle | None = None
+        """Its own deadline timer, when it could not share the batcher's."""
 
 
 class Batcher:
@@ -116,16 +138,28 @@ class Batcher:
         self.stats = stats
         self._observer = observer
         self._inline_when_fast = inline_when_fast
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """Bound on first use: asyncio.get_running_loop() costs a getpid() system call."""
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._executing = 0
         self._dispatch_scheduled = False
         self._delay_timer: asyncio.TimerHandle | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._deadlines: deque[_Pending] = deque()
+        """Requests sharing the deadline timer, in deadline order (finished ones linger)."""
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_timer_at = 0.0
+        self._drained: asyncio.Future[None] | None = None
         self._closed = False
         self._inline = False
-        """Run the next batch on the loop thread: the last one was faster than a thread hop."""
+        """Run the next batch on the loop thread."""
+        self._probe_gap = _FIRST_PROBE_GAP
+        self._probe_in = 0
+        self._inline_streak = 0
+        """Consecutive batches that ran on the loop thread fast enough."""
+        self._at_once = True
+        """A request finding the batcher idle may run inside submit(); off for the rest of a
+        loop step once one has."""
 
     @property
     def queue_depth(self) -> int:
@@ -152,30 +186,59 @@ class Batcher:
         """
         if self._closed:
             raise ServerBusyError("model version is being unloaded", retry_after=_RETRY_AFTER_S)
-        if len(self._queue) >= self._max_queue:
+        queue = self._queue
+        if len(queue) >= self._max_queue:
             raise ServerBusyError(
                 f"queue full ({self._max_queue} requests waiting)", retry_after=_RETRY_AFTER_S
             )
-        loop = asyncio.get_running_loop()
+        loop = self._loop or self._bind_loop()
         future: asyncio.Future[Arrays] = loop.create_future()
-        timer = loop.call_later(timeout_s, _expire, future, timeout_s)
-        item = _Pending(inputs, outputs, rows, key, future, timer, CURRENT_RECORD.get())
-        self._queue.append(item)
+        now = time.monotonic()
+        deadline = now + timeout_s
+        item = _Pending(inputs, outputs, rows, key, future, now, deadline, CURRENT_RECORD.get())
+        if (
+            self._inline
+            and self._at_once
+            and not queue
+            and self._free_slots == self._instances
+            and self._max_delay <= 0
+        ):
+            # Idle: run now. Nothing can expire meanwhile (the loop is ours until it returns).
+            self._at_once = False
+            loop.call_soon(self._allow_at_once)
+            self._run_inline([item], now)
+            return future
+        deadlines = self._deadlines
+        if not deadlines or deadline >= deadlines[-1].deadline:
+            deadlines.append(item)
+            if self._deadline_timer is None or deadline < self._deadline_timer_at:
+                self._arm_deadline_timer(loop, deadline, now)
+        else:
+            item.timer = loop.call_later(timeout_s, _expire, item)
+        queue.append(item)
         self._queued_rows += rows
-        self._idle.clear()
         self._schedule(loop)
         return future
 
     async def close(self, grace_s: float) -> None:
         """Refuse new requests, then wait up to ``grace_s`` for queued and running ones."""
         self._closed = True
-        try:
-            await asyncio.wait_for(self._idle.wait(), grace_s)
-        except TimeoutError:
-            log.warning("batcher closed with requests still in flight after %.1fs", grace_s)
+        if self._queue or self._executing:
+            self._drained = (self._loop or self._bind_loop()).create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._drained), grace_s)
+            except TimeoutError:
+                log.warning("batcher closed with requests still in flight after %.1fs", grace_s)
         self._executor.shutdown(wait=False)
 
     # -- dispatch (event loop thread) -------------------------------------------------------
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _allow_at_once(self) -> None:
+        self._at_once = True
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._free_slots == 0 or self._dispatch_scheduled:
@@ -197,30 +260,65 @@ class Batcher:
         if self._delay_timer is not None:
             self._delay_timer.cancel()
             self._delay_timer = None
-        loop = asyncio.get_running_loop()
         while self._free_slots > 0:
             batch = self._take_batch()
             if not batch:
                 break
+            started = time.monotonic()
+            if self._inline:
+                # One batch per loop step: requests read meanwhile join the next one.
+                self._run_inline(batch, started)
+                break
             self._free_slots -= 1
             self._executing += len(batch)
-            started = time.monotonic()
-            queue_times = [started - item.enqueued for item in batch]
-            if self._inline:
-                done: asyncio.Future[_Executed] = loop.create_future()
-                try:
-                    done.set_result(self._execute(batch))
-                except Exception as exc:
-                    done.set_exception(exc)
-            else:
-                done = loop.run_in_executor(self._executor, self._execute, batch)
-            done.add_done_callback(
-                partial(self._finish, batch=batch, queue_s=queue_times, dispatched=started)
-            )
+            assert self._loop is not None
+            done = self._loop.run_in_executor(self._executor, self._execute, batch, True)
+            done.add_done_callback(partial(self._executed, batch=batch, dispatched=started))
         if self._queue:
-            self._schedule(loop)
-        elif self._free_slots == self._instances:
-            self._idle.set()
+            self._schedule(self._loop or self._bind_loop())
+        elif self._free_slots == self._instances and self._drained and not self._drained.done():
+            self._drained.set_result(None)  # close() is waiting for the last batch
+
+    def _run_inline(self, batch: list[_Pending], dispatched: float) -> None:
+        try:
+            executed = self._execute(batch, False)
+        except Exception as exc:
+            self._inline = False
+            self._fail(batch, exc)
+            return
+        self._complete(batch, executed, dispatched)
+        if executed[2] + executed[3] + executed[4] < _INLINE_BELOW_S:
+            self._inline_streak += 1
+            self._probe_gap = _FIRST_PROBE_GAP
+        elif self._inline_streak:
+            # One slow batch after fast ones is a hiccup (preemption, a page fault): tolerated
+            # once; the next slow one in a row sends batches back to the executor.
+            self._inline_streak = 0
+        else:
+            # A try that failed, or a second slow batch: back to the executor, and wait longer
+            # before the next try.
+            self._inline = False
+            self._probe_in = self._probe_gap
+            self._probe_gap = min(self._probe_gap * 2, _MAX_PROBE_GAP)
+
+    def _executed(
+        self, done: asyncio.Future[_Executed], batch: list[_Pending], dispatched: float
+    ) -> None:
+        """An executor batch finished (on the loop thread, via its future)."""
+        self._free_slots += 1
+        self._executing -= len(batch)
+        exc = done.exception()
+        if exc is not None:
+            self._fail(batch, exc)
+        else:
+            executed = done.result()
+            self._complete(batch, executed, dispatched)
+            if self._inline_when_fast and executed[5] < _INLINE_BELOW_S:
+                if self._probe_in <= 0:
+                    self._inline, self._inline_streak = True, 0
+                else:
+                    self._probe_in -= 1
+        self._dispatch()
 
     def _take_batch(self) -> list[_Pending]:
         """The oldest live request plus every compatible one that fits, in queue order."""
@@ -246,54 +344,80 @@ class Batcher:
                 self._queued_rows -= item.rows
             else:
                 kept.append(item)
-        kept.extend(queue)
-        self._queue = kept
+        if kept:
+            kept.extend(queue)
+            self._queue = kept
         return batch
 
-    def _finish(
-        self,
-        done: asyncio.Future[_Executed],
-        batch: list[_Pending],
-        queue_s: list[float],
-        dispatched: float,
-    ) -> None:
-        self._free_slots += 1
-        self._executing -= len(batch)
-        exc = done.exception()
-        if exc is None:
-            results, started, t_input, t_infer, t_output = done.result()
-            self._inline = (
-                self._inline_when_fast and t_input + t_infer + t_output < _INLINE_BELOW_S
+    def _complete(self, batch: list[_Pending], executed: _Executed, dispatched: float) -> None:
+        """Hand each request its rows, then tell statistics and observers."""
+        results, started, t_input, t_infer, t_output, _ = executed
+        rows = 0
+        queue_s = []
+        for item, result in zip(batch, results, strict=True):
+            rows += item.rows
+            queue_s.append(dispatched - item.enqueued)
+            if item.timer is not None:
+                item.timer.cancel()
+            if not item.future.done():
+                item.future.set_result(result)
+        self._forget_finished()
+        self.stats.record_batch(rows, queue_s, t_input, t_infer, t_output)
+        records = _fill_records(batch, queue_s, rows, t_input + t_infer + t_output)
+        if self._observer is not None:
+            self._observer.on_batch(
+                self.stats.name,
+                self.stats.version,
+                ExecutedBatch(rows, queue_s, dispatched, started, t_input, t_infer, t_output, records),
             )
-            rows = 0
-            for item, result in zip(batch, results, strict=True):
-                rows += item.rows
-                item.timer.cancel()
-                if not item.future.done():
-                    item.future.set_result(result)
-            self.stats.record_batch(rows, queue_s, t_input, t_infer, t_output)
-            records = _fill_records(batch, queue_s, rows, t_input + t_infer + t_output)
-            if self._observer is not None:
-                self._observer.on_batch(
-                    self.stats.name,
-                    self.stats.version,
-                    ExecutedBatch(
-                        rows, queue_s, dispatched, started, t_input, t_infer, t_output, records
-                    ),
-                )
-        else:
-            self._inline = False
-            error = exc if isinstance(exc, PinnaceError) else _internal(exc)
-            for item in batch:
-                item.timer.cancel()
-                if not item.future.done():
-                    item.future.set_exception(error)
-        self._dispatch()
 
-    # -- execution (executor thread) --------------------------------------------------------
+    def _fail(self, batch: list[_Pending], exc: BaseException) -> None:
+        self._inline = False
+        error = exc if isinstance(exc, PinnaceError) else _internal(exc)
+        for item in batch:
+            if item.timer is not None:
+                item.timer.cancel()
+            if not item.future.done():
+                item.future.set_exception(error)
+        self._forget_finished()
 
-    def _execute(self, batch: list[_Pending]) -> _Executed:
+    # -- deadlines (event loop thread) ------------------------------------------------------
+
+    def _forget_finished(self) -> None:
+        """Drop finished requests from the front of the deadline line (batches run oldest
+        first, so finished ones are almost all there)."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0].future.done():
+            deadlines.popleft()
+
+    def _arm_deadline_timer(
+        self, loop: asyncio.AbstractEventLoop, deadline: float, now: float
+    ) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_timer = loop.call_later(deadline - now, self._expire_due)
+        self._deadline_timer_at = deadline
+
+    def _expire_due(self) -> None:
+        """The shared timer: fail every request past its deadline, re-arm for the next one."""
+        self._deadline_timer = None
+        deadlines = self._deadlines
+        now = time.monotonic()
+        while deadlines:
+            item = deadlines[0]
+            if not item.future.done():
+                if item.deadline > now:
+                    assert self._loop is not None
+                    self._arm_deadline_timer(self._loop, item.deadline, now)
+                    return
+                _expire(item)
+            deadlines.popleft()
+
+    # -- execution (executor thread, or the loop thread when inline) -------------------------
+
+    def _execute(self, batch: list[_Pending], in_thread: bool) -> _Executed:
         started = time.monotonic()
+        cpu0 = time.thread_time() if in_thread else 0.0
         t0 = time.perf_counter()
         if len(batch) == 1:
             inputs = batch[0].inputs
@@ -309,7 +433,8 @@ class Batcher:
         t2 = time.perf_counter()
         results = _split(batch, outputs, batched=self._max_batch_size > 0)
         t3 = time.perf_counter()
-        return results, started, t1 - t0, t2 - t1, t3 - t2
+        cpu = time.thread_time() - cpu0 if in_thread else t3 - t0
+        return results, started, t1 - t0, t2 - t1, t3 - t2, cpu
 
 
 def _fill_records(
@@ -346,9 +471,10 @@ def _split(batch: list[_Pending], outputs: Arrays, *, batched: bool) -> list[Arr
     return results
 
 
-def _expire(future: asyncio.Future[Arrays], timeout_s: float) -> None:
-    if not future.done():
-        future.set_exception(DeadlineExceededError(f"request timed out after {timeout_s:g}s"))
+def _expire(item: _Pending) -> None:
+    if not item.future.done():
+        timeout_s = item.deadline - item.enqueued
+        item.future.set_exception(DeadlineExceededError(f"request timed out after {timeout_s:.6g}s"))
 
 
 def _internal(exc: BaseException) -> InternalError:

@@ -32,6 +32,7 @@ from pinnace.protocol.types import (
     Tensor,
 )
 from pinnace.repository import ModelRepository, ModelState, ServedVersion
+from pinnace.repository.version import Scheduler
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "schedule_policy"]
 
@@ -52,7 +53,8 @@ class DataPlane:
         self.strict_readiness = strict_readiness
         self.server_name = server_name
         self.shutting_down = False
-        self._checks: dict[int, SignatureCheck] = {}
+        self._plans: dict[int, _Plan] = {}
+        """Per served version (by id, checked by identity): what its requests need."""
         self._new_record = observer.record_factory if observer is not None else None
         self._payloads = payloads
 
@@ -103,48 +105,44 @@ class DataPlane:
 
     async def infer(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
         served = self.repository.get(name, version)
-        scheduler = served.scheduler
-        if scheduler is None or served.state is not ModelState.READY:
+        plan = self._plans.get(id(served))
+        if plan is None or plan.served is not served:
+            plan = self._plan(served)
+        if served.state is not ModelState.READY:
             raise ModelNotReadyError(f"model {name!r} version {served.version} is not ready")
         started = time.perf_counter()
         record = None
         if self._new_record is not None:
             # Kept in the task's context: the batcher fills it in, the transport's listener
             # reads it once the response is sent.
-            record = self._new_record(name, served.version_str, request.id)
+            record = self._new_record(name, plan.version, request.id)
             CURRENT_RECORD.set(record)
-        stats: InferenceStats = scheduler.stats.inference_stats
         try:
-            check = self._check(served)
-            checked = check.check(request)
-            timeout_s = _timeout_s(served, request)
-            arrays = await scheduler.submit(
+            checked = plan.check.check(request)
+            timeout_s = plan.timeout_s(request.parameters)
+            arrays = await plan.scheduler.submit(
                 checked.inputs, checked.outputs, rows=checked.rows, key=checked.key, timeout_s=timeout_s
             )
         except BaseException:
-            stats.fail.add(time.perf_counter() - started)
+            plan.stats.fail.add(time.perf_counter() - started)
             raise
-        specs = check.output_types
+        types = plan.output_types
         outputs = [
-            Tensor(name=out, datatype=specs.get(out) or datatype_of(arr.dtype), data=arr)
-            for out, arr in arrays.items()
+            Tensor(out, types.get(out) or datatype_of(arr.dtype), arr) for out, arr in arrays.items()
         ]
-        response = InferResponse(
-            model_name=name, model_version=served.version_str, id=request.id, outputs=outputs
-        )
-        stats.success.add(time.perf_counter() - started)
-        opted_in = served.manifest.payload_log
-        if opted_in is not None and self._payloads is not None:
+        response = InferResponse(name, outputs, plan.version, request.id)
+        plan.stats.success.add(time.perf_counter() - started)
+        if plan.payload_log is not None and self._payloads is not None:
             self._payloads.offer(
-                name, served.version_str, opted_in.sample, request, response, record
+                name, plan.version, plan.payload_log.sample, request, response, record
             )
         return response
 
-    def _check(self, served: ServedVersion) -> SignatureCheck:
-        check = self._checks.get(id(served))
-        if check is None or check.name != served.name:
-            check = self._checks[id(served)] = SignatureCheck(served.manifest)
-        return check
+    def _plan(self, served: ServedVersion) -> _Plan:
+        if served.scheduler is None:  # not loaded yet, or unloaded
+            raise ModelNotReadyError(f"model {served.name!r} version {served.version} is not ready")
+        plan = self._plans[id(served)] = _Plan(served, served.scheduler)
+        return plan
 
     # -- repository extension ---------------------------------------------------------------
 
@@ -161,8 +159,8 @@ class DataPlane:
 
     def _forget_stale_checks(self) -> None:
         live = {id(v) for v in self.repository.served_versions()}
-        for key in [k for k in self._checks if k not in live]:
-            del self._checks[key]
+        for key in [k for k in self._plans if k not in live]:
+            del self._plans[key]
 
 
 def scheduler_factory(
@@ -192,15 +190,31 @@ def scheduler_factory(
     return make
 
 
-def _timeout_s(served: ServedVersion, request: InferRequest) -> float:
-    b = served.manifest.batching
-    default_ms = b.default_timeout_ms or b.max_timeout_ms
-    params = request.parameters
-    if not params or "timeout" not in params:
-        return default_ms / 1000
-    asked = params["timeout"]
-    # V2 "timeout" is in microseconds (Triton's convention); it may only shorten the maximum.
-    if isinstance(asked, bool) or not isinstance(asked, int | float) or asked <= 0:
-        raise InvalidInputError("parameter 'timeout' must be a positive number of microseconds")
-    return min(asked / 1e6, b.max_timeout_ms / 1000)
+class _Plan:
+    """Everything a request on one served version needs, looked up once per version."""
 
+    __slots__ = (
+        "check", "default_timeout_s", "max_timeout_s", "output_types", "payload_log",
+        "scheduler", "served", "stats", "version",
+    )
+
+    def __init__(self, served: ServedVersion, scheduler: Scheduler) -> None:
+        self.served = served
+        self.version = served.version_str
+        self.scheduler = scheduler
+        self.stats: InferenceStats = scheduler.stats.inference_stats
+        self.check = SignatureCheck(served.manifest)
+        self.output_types = self.check.output_types
+        self.payload_log = served.manifest.payload_log
+        b = served.manifest.batching
+        self.max_timeout_s = b.max_timeout_ms / 1000
+        self.default_timeout_s = (b.default_timeout_ms or b.max_timeout_ms) / 1000
+
+    def timeout_s(self, params: dict[str, Any] | None) -> float:
+        if not params or "timeout" not in params:
+            return self.default_timeout_s
+        asked = params["timeout"]
+        # V2 "timeout" is in microseconds (Triton's convention); it may only shorten the maximum.
+        if isinstance(asked, bool) or not isinstance(asked, int | float) or asked <= 0:
+            raise InvalidInputError("parameter 'timeout' must be a positive number of microseconds")
+        return min(asked / 1e6, self.max_timeout_s)

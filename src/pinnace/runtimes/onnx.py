@@ -73,6 +73,7 @@ class OnnxRuntime(Runtime):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._session: Any = None
+        self._run: Any = None
         self._providers: list[str] = []
         self._requested: list[str] = []
         self._notes: list[str] = []
@@ -104,17 +105,21 @@ class OnnxRuntime(Runtime):
             raise ModelLoadError(f"onnxruntime could not load {path.name!r}: {clean_error(exc)}") from exc
         self._notes += notes
         self._providers = list(self._session.get_providers())
+        # The binding under InferenceSession.run: that wrapper re-validates input names and
+        # ownership on every call (3-5 µs, more than a small model's whole run), which the
+        # signature check has already done. Public run() where the binding is not there.
+        self._run = getattr(self._session, "_sess", self._session).run
         for name in self._requested:
             if name != CPU and name in dict(candidates) and name not in self._providers:
                 # onnxruntime itself may drop a provider it cannot start, without raising.
                 self._notes.append(f"{name} was not started by onnxruntime")
 
     def predict(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
-        results = self._session.run(list(outputs), inputs)
+        results = self._run(list(outputs), inputs, None)
         return dict(zip(outputs, results, strict=True))
 
     def unload(self) -> None:
-        self._session = None
+        self._session = self._run = None
 
     def metadata_parameters(self) -> dict[str, Any]:
         params = {
