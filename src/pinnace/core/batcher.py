@@ -30,9 +30,10 @@ model's whole run (a linear classifier: ~7 µs); blocking the loop for under
   pool) fails such a try on the loop, so tries back off exponentially, to one in
   ``_MAX_PROBE_GAP`` batches at most; a model busy on the CPU never gets one.
 
-When the batcher is idle (nothing queued or running) and batches run on the loop, a request
-runs at once inside :meth:`submit`: a lone client pays no loop round trip. Requests arriving
-in the same loop step as that one queue normally and form the next batch together.
+When requests come one at a time (the last batch held one), the batcher is idle and batches
+run on the loop, a request runs at once inside :meth:`submit`: a lone client pays no loop
+round trip. Requests arriving in the same loop step as that one queue normally and form the
+next batch together, and under load (batches of several) every request queues.
 
 Observation costs the hot path little: each request carries the :class:`RequestRecord` of its
 task (None when nothing asked for records), filled in when its batch finishes; observers hear
@@ -160,6 +161,8 @@ class Batcher:
         self._at_once = True
         """A request finding the batcher idle may run inside submit(); off for the rest of a
         loop step once one has."""
+        self._lone = True
+        """The last batch held one request: the load is light, requests come one at a time."""
 
     @property
     def queue_depth(self) -> int:
@@ -199,6 +202,7 @@ class Batcher:
         if (
             self._inline
             and self._at_once
+            and self._lone
             and not queue
             and self._free_slots == self._instances
             and self._max_delay <= 0
@@ -352,6 +356,7 @@ class Batcher:
     def _complete(self, batch: list[_Pending], executed: _Executed, dispatched: float) -> None:
         """Hand each request its rows, then tell statistics and observers."""
         results, started, t_input, t_infer, t_output, _ = executed
+        self._lone = len(batch) == 1
         rows = 0
         queue_s = []
         for item, result in zip(batch, results, strict=True):

@@ -9,14 +9,21 @@ Outputs are returned as binary when the request asks (``binary_data`` per output
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
 import numpy as np
 
 from pinnace.errors import InvalidInputError
-from pinnace.protocol.datatypes import dtype_of
-from pinnace.protocol.tensors import array_from_bytes, array_to_bytes, as_bytes, element_count
+from pinnace.protocol.datatypes import DATATYPES, dtype_of
+from pinnace.protocol.tensors import (
+    MAX_RANK,
+    array_from_bytes,
+    array_to_bytes,
+    as_bytes,
+    element_count,
+)
 from pinnace.protocol.types import InferRequest, InferResponse, RequestedOutput, Tensor
 
 
@@ -43,7 +50,8 @@ class _WireRequest(msgspec.Struct):
 class _WireTensorOut(msgspec.Struct, omit_defaults=True):
     name: str
     datatype: str
-    shape: list[int]
+    shape: tuple[int, ...]
+    """The array's own shape tuple: encoded as a JSON array without a copy to a list."""
     parameters: dict[str, Any] | None = None
     data: list[Any] | None = None
 
@@ -61,6 +69,9 @@ class _WireResponse(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 _decoder = msgspec.json.Decoder(_WireRequest)
 _encoder = msgspec.json.Encoder()
+_NO_BINARY = memoryview(b"")
+_JSON_DTYPES = {name: dtype_of(name) for name in DATATYPES if name not in ("BYTES", "BF16")}
+"""Datatypes whose JSON data numpy converts in one call."""
 
 
 def decode_request(
@@ -68,7 +79,7 @@ def decode_request(
 ) -> InferRequest:
     """Decode a V2 request body. ``json_length`` is the binary extension header, if sent."""
     if json_length is None:
-        header, binary = body, memoryview(b"")
+        header, binary = body, _NO_BINARY
     else:
         if json_length < 0 or json_length > len(body):
             raise InvalidInputError(
@@ -100,37 +111,40 @@ def decode_request(
             offset += size
         else:
             data = _array_from_json(item, max_elements)
-        inputs.append(Tensor(name=item.name, datatype=item.datatype, data=data, parameters=item.parameters))
+        inputs.append(Tensor(item.name, item.datatype, data, item.parameters))
     if offset != len(binary):
         raise InvalidInputError(f"{len(binary) - offset} bytes of binary data belong to no input")
     outputs = None
     if wire.outputs is not None:
         outputs = [RequestedOutput(name=o.name, parameters=o.parameters) for o in wire.outputs]
-    return InferRequest(inputs=inputs, id=wire.id, parameters=wire.parameters, outputs=outputs)
+    return InferRequest(inputs, wire.id, wire.parameters, outputs)
 
 
 def encode_response(response: InferResponse, request: InferRequest) -> tuple[bytes, int | None]:
     """(body, JSON header length when the body carries binary outputs, else None)."""
-    binary_all = bool(request.parameters and request.parameters.get("binary_data_output"))
-    per_output = {
-        o.name: bool(o.parameters.get("binary_data"))
-        for o in request.outputs or ()
-        if o.parameters and "binary_data" in o.parameters
-    }
+    params = request.parameters
+    binary_all = bool(params and params.get("binary_data_output"))
+    per_output = None
+    if request.outputs:
+        per_output = {
+            o.name: bool(o.parameters.get("binary_data"))
+            for o in request.outputs
+            if o.parameters and "binary_data" in o.parameters
+        }
     outputs: list[_WireTensorOut] = []
     blobs: list[bytes | memoryview] = []
     for tensor in response.outputs:
-        shape = list(tensor.data.shape)
-        if per_output.get(tensor.name, binary_all):
-            blob = array_to_bytes(tensor.datatype, tensor.data)
+        array = tensor.data
+        if per_output.get(tensor.name, binary_all) if per_output else binary_all:
+            blob = array_to_bytes(tensor.datatype, array)
             size = len(blob) if isinstance(blob, bytes) else blob.nbytes
             outputs.append(
-                _WireTensorOut(tensor.name, tensor.datatype, shape, {"binary_data_size": size})
+                _WireTensorOut(tensor.name, tensor.datatype, array.shape, {"binary_data_size": size})
             )
             blobs.append(blob)
         else:
-            data = json_data(tensor.datatype, tensor.data)
-            outputs.append(_WireTensorOut(tensor.name, tensor.datatype, shape, None, data))
+            data = json_data(tensor.datatype, array)
+            outputs.append(_WireTensorOut(tensor.name, tensor.datatype, array.shape, None, data))
     doc = _WireResponse(
         model_name=response.model_name,
         model_version=response.model_version,
@@ -146,12 +160,12 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
 
 def json_data(datatype: str, array: np.ndarray) -> list[Any]:
     """A tensor's ``data`` as a flat JSON list (row-major)."""
-    flat = array.ravel()
+    flat = array if array.ndim == 1 else array.ravel()
     if datatype == "BYTES":
         return [_text(item) for item in flat]
     if datatype == "BF16":
         return (flat.astype(np.uint32) << 16).view(np.float32).tolist()  # type: ignore[no-any-return]
-    return flat.tolist()
+    return flat.tolist()  # type: ignore[no-any-return]
 
 
 def encode_json(value: Any) -> bytes:
@@ -171,23 +185,39 @@ def _binary_size(item: _WireInput) -> int | None:
 
 
 def _array_from_json(item: _WireInput, max_elements: int) -> np.ndarray:
+    shape, data = item.shape, item.data
+    dtype = _JSON_DTYPES.get(item.datatype)
+    if dtype is None or data is None or len(shape) > MAX_RANK or (shape and min(shape) < 0):
+        return _unusual_array_from_json(item, max_elements)
+    count = math.prod(shape)
+    if count > max_elements:
+        element_count(item.name, shape, max_elements)  # raises, with the message
+    try:
+        array = np.array(data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidInputError(
+            f"input {item.name!r}: data does not fit datatype {item.datatype}: {_first_line(exc)}"
+        ) from None
+    if array.size != count:
+        raise InvalidInputError(
+            f"input {item.name!r}: {array.size} data elements, but shape {shape} needs {count}"
+        )
+    return array.reshape(shape)
+
+
+def _unusual_array_from_json(item: _WireInput, max_elements: int) -> np.ndarray:
+    """BYTES, BF16, unknown datatypes, absent data and bad shapes: each refused or converted
+    with its own message."""
     count = element_count(item.name, item.shape, max_elements)
-    dtype = dtype_of(item.datatype)
+    dtype_of(item.datatype)  # an unknown datatype is refused by name
     if item.data is None:
         raise InvalidInputError(f"input {item.name!r} has no data")
-    if item.datatype == "BYTES":
-        flat = _flatten(item.data)
-        array = np.empty(len(flat), dtype=object)
-        array[:] = [as_bytes(v) for v in flat]
-    elif item.datatype == "BF16":
+    if item.datatype == "BF16":
         raise InvalidInputError(f"input {item.name!r}: BF16 is only accepted as binary data")
-    else:
-        try:
-            array = np.array(item.data, dtype=dtype)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise InvalidInputError(
-                f"input {item.name!r}: data does not fit datatype {item.datatype}: {_first_line(exc)}"
-            ) from None
+    # What is left is BYTES: each element str or bytes, in nested lists.
+    flat = _flatten(item.data)
+    array = np.empty(len(flat), dtype=object)
+    array[:] = [as_bytes(v) for v in flat]
     if array.size != count:
         raise InvalidInputError(
             f"input {item.name!r}: {array.size} data elements, but shape {item.shape} needs {count}"

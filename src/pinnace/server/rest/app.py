@@ -27,12 +27,12 @@ from pinnace.server.rest.http import (
     Headers,
     Scope,
     header,
-    read_body,
     respond,
     respond_error,
     respond_json,
 )
 from pinnace.serving import ClientGone
+from pinnace.serving import read_body as read_capped_body
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ MetricsHandler = Callable[[], tuple[bytes, bytes]]
 """Returns (content type, body) for ``GET /metrics``."""
 
 _HEADER_LENGTH = b"inference-header-content-length"
+_ROUTE_CACHE_SIZE = 1024
 
 
 class RestApp:
@@ -63,6 +64,8 @@ class RestApp:
         self._sagemaker = sagemaker
         # Which process answered GET /v2: tells the processes of `serve --workers N` apart.
         self._worker: Headers = [(b"pinnace-worker", str(os.getpid()).encode())]
+        self._routes: dict[tuple[str, str], tuple[str, str, str, Handler]] = {}
+        """Routes already worked out, by (method, path): clients repeat the same few paths."""
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -71,7 +74,14 @@ class RestApp:
         route, model, version = "unknown", "", ""
         status = 500
         try:
-            route, model, version, handler = self._route(scope)
+            key = (scope["method"], scope["path"])
+            found = self._routes.get(key)
+            if found is None:
+                found = self._route(scope)
+                if len(self._routes) >= _ROUTE_CACHE_SIZE:
+                    self._routes.clear()  # arbitrary paths from clients never grow it unbounded
+                self._routes[key] = found
+            route, model, version, handler = found
             status = await handler(scope, receive, send, model, version)
         except PinnaceError as exc:
             status = status_of(exc)
@@ -139,10 +149,14 @@ class RestApp:
     # -- handlers: each returns the status it sent ------------------------------------------
 
     async def _infer(self, scope: Scope, receive: Any, send: Any, model: str, version: str) -> int:
-        body = await read_body(scope, receive, self.max_body_bytes)
-        request = decode_request(
-            body, _header_length(scope), max_elements=self.max_elements
-        )
+        content_length = json_length = None
+        for name, value in scope["headers"]:  # one pass for both lengths
+            if name == b"content-length":
+                content_length = _integer(value, "Content-Length")
+            elif name == _HEADER_LENGTH:
+                json_length = _integer(value, "Inference-Header-Content-Length")
+        body = await read_capped_body(receive, self.max_body_bytes, content_length)
+        request = decode_request(body, json_length, max_elements=self.max_elements)
         response = await self.dataplane.infer(model, version or None, request)
         payload, json_length = encode_response(response, request)
         if json_length is None:
@@ -230,11 +244,8 @@ def _method_not_allowed(allowed: str) -> Handler:
     return handler
 
 
-def _header_length(scope: Scope) -> int | None:
-    raw = header(scope, _HEADER_LENGTH)
-    if raw is None:
-        return None
+def _integer(raw: bytes, header_name: str) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise InvalidInputError("Inference-Header-Content-Length must be an integer") from None
+        raise InvalidInputError(f"{header_name} must be an integer") from None
