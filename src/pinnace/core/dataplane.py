@@ -184,7 +184,7 @@ def scheduler_factory(
             stats=ModelStats(name=m.name, version=served.version_str),
             observer=observer,
             # User code (custom Python, pickles) may block for any time: never on the loop.
-            inline_when_fast=not runtime.runs_code_on_load,
+            inline_when_fast=not type(runtime).runs_code(m),
         )
 
     return make
