@@ -33,6 +33,7 @@ from pinnace.observability.metrics import outcome_of
 ACCESS_LOGGER: Final = "pinnace.access"
 _MAX_FIELD: Final = 256
 _MAX_ID: Final = 128
+_FIXED_CACHE_SIZE: Final = 4096
 
 _Item = tuple[float, str, str, str, str, int, float, dict[str, Any] | None, RequestRecord | None]
 """(time, protocol, route, model, version, status, seconds, ASGI scope, record)"""
@@ -82,6 +83,8 @@ class AccessLog(Collector):
         # Request ids made here when the client sent none: unique per process, cheap.
         self._id_prefix = secrets.token_hex(4)
         self._ids = itertools.count(1)
+        self._fixed: dict[tuple[Any, ...], tuple[str, str | None, str | None, str | None, str]] = {}
+        """The parts of a line that repeat for the same path, model and status (writer thread)."""
         self._writer: BackgroundWriter[_Item] = BackgroundWriter(
             "pinnace-access-log", self._write, max_items=max_pending, interval_s=interval_s
         )
@@ -140,40 +143,52 @@ class AccessLog(Collector):
     def entry(self, item: _Item) -> AccessLine:
         """The fields of one line, in a stable order."""
         created, protocol, route, model, version, status, seconds, scope, record = item
-        headers = scope.get("headers") if scope is not None else None
-        method = scope.get("method") if scope is not None else None
-        path = _cap(scope.get("path", ""), _MAX_FIELD) if scope is not None else None
-        request_id = _header(headers, b"x-request-id")
-        trace_id = None
+        method = path = client = request_id = trace_id = None
+        if scope is not None:
+            method, path, client = scope.get("method"), scope.get("path", ""), scope.get("client")
+            request_id, trace_id = _ids_from(scope.get("headers"))
         if record is not None:
             model, version = record.model, record.version
-            request_id = request_id or (record.request_id and _cap(record.request_id, _MAX_ID))
+            if request_id is None and record.request_id:
+                request_id = _cap(record.request_id, _MAX_ID)
             if record.trace is not None:
                 trace_id = format(record.trace.trace_id, "032x")
-        if trace_id is None:
-            trace_id = _traceparent_id(headers)
-        client = scope.get("client") if scope is not None else None
+        # What repeats from request to request (same path, model, status) is worked out once.
+        key = (protocol, method, path, route, model, version, status)
+        fixed = self._fixed.get(key)
+        if fixed is None:
+            if len(self._fixed) >= _FIXED_CACHE_SIZE:
+                self._fixed.clear()
+            capped_path = _cap(path, _MAX_FIELD) if path is not None else None
+            fixed = self._fixed[key] = (
+                f"{method} {capped_path} {status}" if method else f"{route} {status}",
+                capped_path,
+                _cap(model, _MAX_FIELD) or None,
+                _cap(version, _MAX_FIELD) or None,
+                outcome_of(protocol, status),
+            )
+        message, capped_path, capped_model, capped_version, outcome = fixed
         ran = record is not None and record.batch_size > 0
         return AccessLine(
-            ts=iso_utc(created),
-            level="info",
-            logger=ACCESS_LOGGER,
-            message=f"{method} {path} {status}" if method else f"{route} {status}",
-            request_id=request_id or f"{self._id_prefix}-{next(self._ids):x}",
-            protocol=protocol,
-            method=method,
-            path=path,
-            route=route,
-            model=_cap(model, _MAX_FIELD) or None,
-            version=_cap(version, _MAX_FIELD) or None,
-            status=status,
-            outcome=outcome_of(protocol, status),
-            duration_ms=round(seconds * 1000, 3),
-            queue_ms=round(record.queue_s * 1000, 3) if ran and record else None,
-            compute_ms=round(record.compute_s * 1000, 3) if ran and record else None,
-            batch_size=record.batch_size if ran and record else None,
-            client=f"{client[0]}:{client[1]}" if client else None,
-            trace_id=trace_id,
+            iso_utc(created),
+            "info",
+            ACCESS_LOGGER,
+            message,
+            request_id or f"{self._id_prefix}-{next(self._ids):x}",
+            protocol,
+            method,
+            capped_path,
+            route,
+            capped_model,
+            capped_version,
+            status,
+            outcome,
+            round(seconds * 1000, 3),
+            round(record.queue_s * 1000, 3) if ran and record else None,
+            round(record.compute_s * 1000, 3) if ran and record else None,
+            record.batch_size if ran and record else None,
+            f"{client[0]}:{client[1]}" if client else None,
+            trace_id,
         )
 
 
@@ -193,24 +208,18 @@ def _text_line(created: float, line: AccessLine) -> str:
     return " ".join(parts) + "\n"
 
 
-def _header(headers: list[tuple[bytes, bytes]] | None, name: bytes) -> str | None:
-    if not headers:
-        return None
-    for key, value in headers:
-        if key == name:
-            return _cap(value.decode("latin-1").strip(), _MAX_ID) or None
-    return None
-
-
-def _traceparent_id(headers: list[tuple[bytes, bytes]] | None) -> str | None:
-    """The trace id of an incoming W3C ``traceparent`` (logged even when tracing is off)."""
-    value = _header(headers, b"traceparent")
-    if value is None:
-        return None
-    parts = value.split("-")
-    if len(parts) >= 4 and len(parts[1]) == 32 and _is_hex(parts[1]) and parts[1] != "0" * 32:
-        return parts[1].lower()
-    return None
+def _ids_from(headers: list[tuple[bytes, bytes]] | None) -> tuple[str | None, str | None]:
+    """(X-Request-Id, the trace id of a W3C ``traceparent``), in one pass over the headers.
+    The trace id is logged even when tracing is off."""
+    request_id = trace_id = None
+    for key, value in headers or ():
+        if key == b"x-request-id":
+            request_id = _cap(value.decode("latin-1").strip(), _MAX_ID) or None
+        elif key == b"traceparent":
+            parts = value.decode("latin-1").strip().split("-")
+            if len(parts) >= 4 and len(parts[1]) == 32 and _is_hex(parts[1]) and parts[1] != "0" * 32:
+                trace_id = parts[1].lower()
+    return request_id, trace_id
 
 
 def _is_hex(text: str) -> bool:
