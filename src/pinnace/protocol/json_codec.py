@@ -72,10 +72,6 @@ _encoder = msgspec.json.Encoder()
 _NO_BINARY = memoryview(b"")
 _JSON_DTYPES = {name: dtype_of(name) for name in DATATYPES if name not in ("BYTES", "BF16")}
 """Datatypes whose JSON data numpy converts in one call."""
-_FLOAT64 = np.dtype(np.float64)
-_NARROW_FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
-_NARROW_FLOATS_ABOVE = 32
-"""Below this many elements numpy's direct conversion is the faster one."""
 
 
 def decode_request(
@@ -197,12 +193,7 @@ def _array_from_json(item: _WireInput, max_elements: int) -> np.ndarray:
     if count > max_elements:
         element_count(item.name, shape, max_elements)  # raises, with the message
     try:
-        if count > _NARROW_FLOATS_ABOVE and dtype in _NARROW_FLOATS:
-            # numpy turns Python floats into float32/float16 one by one through a slow generic
-            # path (20 µs for 256 values); into float64 and then cast, it takes 3 µs.
-            array = np.array(data, dtype=_FLOAT64).astype(dtype)
-        else:
-            array = np.array(data, dtype=dtype)
+        array = np.array(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInputError(
             f"input {item.name!r}: data does not fit datatype {item.datatype}: {_first_line(exc)}"
