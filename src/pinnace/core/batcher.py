@@ -36,8 +36,9 @@ round trip. Requests arriving in the same loop step as that one queue normally a
 next batch together, and under load (batches of several) every request queues.
 
 Observation costs the hot path little: each request carries the :class:`RequestRecord` of its
-task (None when nothing asked for records), filled in when its batch finishes; observers hear
-of each executed batch once.
+task (None when nothing asked for records), filled in when its batch finishes. Statistics and
+observers hear of each executed batch once, in the loop step after its results were handed
+out, so that their work is never between a request and its answer.
 """
 
 from __future__ import annotations
@@ -357,24 +358,36 @@ class Batcher:
         """Hand each request its rows, then tell statistics and observers."""
         results, started, t_input, t_infer, t_output, _ = executed
         self._lone = len(batch) == 1
-        rows = 0
+        rows = sum(item.rows for item in batch) if len(batch) > 1 else batch[0].rows
+        compute_s = t_input + t_infer + t_output
         queue_s = []
+        records = []
         for item, result in zip(batch, results, strict=True):
-            rows += item.rows
-            queue_s.append(dispatched - item.enqueued)
+            waited = dispatched - item.enqueued
+            queue_s.append(waited)
             if item.timer is not None:
                 item.timer.cancel()
             if not item.future.done():
                 item.future.set_result(result)
+            record = item.record
+            if record is not None:  # what the access log and tracing read once it is sent
+                record.batch_size = rows
+                record.queue_s = waited
+                record.compute_s = compute_s
+                records.append(record)
         self._forget_finished()
-        self.stats.record_batch(rows, queue_s, t_input, t_infer, t_output)
-        records = _fill_records(batch, queue_s, rows, t_input + t_infer + t_output)
+        # Statistics and observers hear of the batch in the next loop step: after the answers
+        # have gone out, not before (a lone request's latency is cold, every step costs).
+        assert self._loop is not None
+        self._loop.call_soon(
+            self._account,
+            ExecutedBatch(rows, queue_s, dispatched, started, t_input, t_infer, t_output, records),
+        )
+
+    def _account(self, batch: ExecutedBatch) -> None:
+        self.stats.record_batch(batch.rows, batch.queue_s, batch.t_input, batch.t_infer, batch.t_output)
         if self._observer is not None:
-            self._observer.on_batch(
-                self.stats.name,
-                self.stats.version,
-                ExecutedBatch(rows, queue_s, dispatched, started, t_input, t_infer, t_output, records),
-            )
+            self._observer.on_batch(self.stats.name, self.stats.version, batch)
 
     def _fail(self, batch: list[_Pending], exc: BaseException) -> None:
         self._inline = False
@@ -440,21 +453,6 @@ class Batcher:
         t3 = time.perf_counter()
         cpu = time.thread_time() - cpu0 if in_thread else t3 - t0
         return results, started, t1 - t0, t2 - t1, t3 - t2, cpu
-
-
-def _fill_records(
-    batch: list[_Pending], queue_s: list[float], rows: int, compute_s: float
-) -> list[RequestRecord]:
-    """Tell each request's record what its batch measured; returns the records."""
-    records = []
-    for item, waited in zip(batch, queue_s, strict=True):
-        record = item.record
-        if record is not None:
-            record.batch_size = rows
-            record.queue_s = waited
-            record.compute_s = compute_s
-            records.append(record)
-    return records
 
 
 def _split(batch: list[_Pending], outputs: Arrays, *, batched: bool) -> list[Arrays]:

@@ -32,6 +32,7 @@ def exposed_samples(repo: Path, tmp_path: Path) -> set[str]:
     async def main() -> str:
         async with in_process(repo, obs) as server:
             await server.client.post("/v2/models/iris/infer", json=iris_body())
+            await asyncio.sleep(0)  # batch statistics land in the loop step after the answer
             assert isinstance(obs.payloads, PayloadLogger)
             obs.payloads.flush()  # written records are counted by the writer thread
             return (await server.client.get("/metrics")).text

@@ -98,6 +98,7 @@ def test_traffic_is_counted_by_model_version_route_and_outcome(iris_repo: Path) 
             bad = await server.client.post("/v2/models/iris/versions/1/infer", json={"inputs": []})
             assert bad.status_code == 400
             assert (await server.client.get("/v2/models/iris/versions/7")).status_code == 404
+            await asyncio.sleep(0)  # batch statistics land in the loop step after the answer
             scrape = await server.client.get("/metrics")
             assert scrape.headers["content-type"].startswith("text/plain")
             return scrape.text

@@ -58,6 +58,7 @@ def test_the_data_plane_records_success_and_failure_with_their_durations(iris_re
                 assert (await server.client.post("/v2/models/iris/infer", json=iris_body(2))).status_code == 200
             wrong = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
             assert (await server.client.post("/v2/models/iris/infer", json=wrong)).status_code == 400
+            await asyncio.sleep(0)  # batch statistics land in the loop step after the answer
             reply = await server.client.get("/v2/models/iris/stats")
             return reply.json()
 
