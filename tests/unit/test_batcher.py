@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -258,46 +258,67 @@ async def test_close_refuses_new_requests_and_lets_queued_ones_finish(
     assert queued.result()["y_x"][0, 0] == 2.0
 
 
+class ThreadLog:
+    """``y = x``, recording which thread ran each batch, and its rows; ``cost`` runs inside
+    every batch."""
+
+    def __init__(self, cost: Callable[[], None] = lambda: None) -> None:
+        self.threads: list[int] = []
+        self.rows: list[int] = []
+        self.cost = cost
+
+    def __call__(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        self.threads.append(threading.get_ident())
+        self.rows.append(inputs["x"].shape[0])
+        self.cost()
+        return {"y_x": inputs["x"]}
+
+    def on_loop(self) -> list[int]:
+        """Which batches (by index) ran on the calling thread: the event loop's."""
+        loop_thread = threading.get_ident()
+        return [i for i, ident in enumerate(self.threads) if ident == loop_thread]
+
+
+def placement_batcher(
+    model: ThreadLog, executor: ThreadPoolExecutor, *, inline_when_fast: bool = True
+) -> Batcher:
+    return Batcher(
+        model, executor, instances=1, max_batch_size=64, max_queue_delay_s=0.0,
+        max_queue_size=100, stats=ModelStats(name="m", version="1"),
+        inline_when_fast=inline_when_fast,
+    )
+
+
+async def one_at_a_time(batcher: Batcher, count: int) -> None:
+    for i in range(count):
+        result = await asyncio.wait_for(submit(batcher, rows(float(i))), WAIT_S)
+        assert result["y_x"][0, 0] == float(i)
+
+
+def busy_cpu(seconds: float) -> Callable[[], None]:
+    def burn() -> None:
+        busy_until = time.thread_time() + seconds
+        while time.thread_time() < busy_until:
+            pass
+
+    return burn
+
+
 async def test_a_fast_model_moves_onto_the_loop_thread_after_its_first_batch(
     executor: ThreadPoolExecutor,
 ) -> None:
-    threads: list[int] = []
-
-    def fast(inputs: Arrays, outputs: Sequence[str]) -> Arrays:
-        threads.append(threading.get_ident())
-        return {"y_x": inputs["x"]}
-
-    batcher = Batcher(
-        fast, executor, instances=1, max_batch_size=8, max_queue_delay_s=0.0,
-        max_queue_size=10, stats=ModelStats(name="m", version="1"), inline_when_fast=True,
-    )
-    for i in range(50):
-        result = await asyncio.wait_for(submit(batcher, rows(float(i))), WAIT_S)
-        assert result["y_x"][0, 0] == float(i)
-    loop_thread = threading.get_ident()
-    assert threads[0] != loop_thread, "the first batch, of unknown cost, runs in the executor"
-    assert loop_thread in threads[1:], "later ones skip the thread hop"
+    model = ThreadLog()
+    await one_at_a_time(placement_batcher(model, executor), 50)
+    assert 0 not in model.on_loop(), "the first batch, of unknown cost, runs in the executor"
+    assert model.on_loop(), "later ones skip the thread hop"
 
 
 async def test_a_model_slow_on_the_cpu_never_runs_on_the_loop_thread(
     executor: ThreadPoolExecutor,
 ) -> None:
-    threads: list[int] = []
-
-    def slow(inputs: Arrays, outputs: Sequence[str]) -> Arrays:
-        threads.append(threading.get_ident())
-        busy_until = time.thread_time() + 0.002  # far above the inline threshold, in CPU time
-        while time.thread_time() < busy_until:
-            pass
-        return {"y_x": inputs["x"]}
-
-    batcher = Batcher(
-        slow, executor, instances=1, max_batch_size=8, max_queue_delay_s=0.0,
-        max_queue_size=10, stats=ModelStats(name="m", version="1"), inline_when_fast=True,
-    )
-    for i in range(5):
-        await asyncio.wait_for(submit(batcher, rows(float(i))), WAIT_S)
-    assert threading.get_ident() not in threads
+    model = ThreadLog(busy_cpu(0.002))  # far above the inline threshold, in CPU time
+    await one_at_a_time(placement_batcher(model, executor), 5)
+    assert model.on_loop() == []
 
 
 async def test_a_model_that_waits_without_cpu_is_tried_on_the_loop_rarely(
@@ -305,23 +326,10 @@ async def test_a_model_that_waits_without_cpu_is_tried_on_the_loop_rarely(
 ) -> None:
     """Like a GPU model: little CPU in its thread, a long wall time. Each try on the loop
     thread fails and the next one comes after twice as many executor batches."""
-    threads: list[int] = []
-
-    def waits(inputs: Arrays, outputs: Sequence[str]) -> Arrays:
-        threads.append(threading.get_ident())
-        time.sleep(0.002)
-        return {"y_x": inputs["x"]}
-
-    batcher = Batcher(
-        waits, executor, instances=1, max_batch_size=8, max_queue_delay_s=0.0,
-        max_queue_size=10, stats=ModelStats(name="m", version="1"), inline_when_fast=True,
-    )
-    for i in range(40):
-        result = await asyncio.wait_for(submit(batcher, rows(float(i))), WAIT_S)
-        assert result["y_x"][0, 0] == float(i)
-    loop_thread = threading.get_ident()
-    on_loop = [i for i, ident in enumerate(threads) if ident == loop_thread]
-    assert threads[0] != loop_thread
+    model = ThreadLog(lambda: time.sleep(0.002))
+    await one_at_a_time(placement_batcher(model, executor), 40)
+    on_loop = model.on_loop()
+    assert 0 not in on_loop
     assert 1 <= len(on_loop) <= 2, on_loop
     assert all(b - a > 10 for a, b in itertools.pairwise(on_loop)), on_loop
 
@@ -330,19 +338,9 @@ async def test_without_inline_permission_even_a_fast_model_stays_off_the_loop(
     executor: ThreadPoolExecutor,
 ) -> None:
     """Runtimes that run user code (which may block at any time) never get the loop thread."""
-    threads: list[int] = []
-
-    def fast(inputs: Arrays, outputs: Sequence[str]) -> Arrays:
-        threads.append(threading.get_ident())
-        return {"y_x": inputs["x"]}
-
-    batcher = Batcher(
-        fast, executor, instances=1, max_batch_size=8, max_queue_delay_s=0.0,
-        max_queue_size=10, stats=ModelStats(name="m", version="1"),
-    )
-    for i in range(20):
-        await asyncio.wait_for(submit(batcher, rows(float(i))), WAIT_S)
-    assert threading.get_ident() not in threads
+    model = ThreadLog()
+    await one_at_a_time(placement_batcher(model, executor, inline_when_fast=False), 20)
+    assert model.on_loop() == []
 
 
 async def test_a_short_deadline_after_a_long_one_still_fires_on_time(
@@ -361,24 +359,16 @@ async def test_a_short_deadline_after_a_long_one_still_fires_on_time(
 async def test_an_idle_fast_model_answers_inside_submit_and_batches_the_rest(
     executor: ThreadPoolExecutor,
 ) -> None:
-    batches: list[int] = []
-
-    def fast(inputs: Arrays, outputs: Sequence[str]) -> Arrays:
-        batches.append(inputs["x"].shape[0])
-        return {"y_x": inputs["x"] * 2}
-
-    batcher = Batcher(
-        fast, executor, instances=1, max_batch_size=64, max_queue_delay_s=0.0,
-        max_queue_size=100, stats=ModelStats(name="m", version="1"), inline_when_fast=True,
-    )
-    await asyncio.wait_for(submit(batcher, rows(0.0)), WAIT_S)  # first batch: in the executor
+    model = ThreadLog()
+    batcher = placement_batcher(model, executor)
+    await one_at_a_time(batcher, 1)  # the first batch: in the executor
     await asyncio.sleep(0)
     lone = submit(batcher, rows(1.0))
     assert lone.done(), "an idle batcher runs a lone request at once"
-    assert lone.result()["y_x"][0, 0] == 2.0
+    assert lone.result()["y_x"][0, 0] == 1.0
     # The same loop step: these queue and run together as the next batch.
     burst = [submit(batcher, rows(float(i))) for i in range(2, 7)]
     assert not any(f.done() for f in burst)
     results = await asyncio.wait_for(asyncio.gather(*burst), WAIT_S)
-    assert [r["y_x"][0, 0] for r in results] == [4.0, 6.0, 8.0, 10.0, 12.0]
-    assert batches == [1, 1, 5]
+    assert [r["y_x"][0, 0] for r in results] == [2.0, 3.0, 4.0, 5.0, 6.0]
+    assert model.rows == [1, 1, 5], "1 in the executor, 1 at once, then the burst as one batch"
