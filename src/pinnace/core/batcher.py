@@ -7,8 +7,8 @@ executor. While all slots are busy, requests accumulate, so batches grow exactly
 is the bottleneck and stay small (low latency) when it is not. ``max_queue_delay`` lets a
 lone request wait a little for company while a slot is idle.
 
-Everything here runs on the event loop thread except :meth:`Batcher._execute`, which runs in
-the executor and touches nothing shared but its own batch. Deadlines fire on the loop: a
+Everything here runs on the event loop thread except :meth:`Batcher._execute` when a batch
+goes to the executor: it touches nothing shared but its own batch. Deadlines fire on the loop: a
 request fails at its deadline even while its batch is still running; the batch's late result
 is then dropped. Requests are enqueued in deadline order almost always (same timeout, later
 arrival), so they share one loop timer, armed for the earliest deadline, instead of one timer
