@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from pinnace.core.batcher import Arrays, Batcher
+from pinnace.core.batcher import Arrays, Batcher, RunFn
 from pinnace.core.stats import ModelStats
 from pinnace.errors import DeadlineExceededError, InternalError, ServerBusyError
 
@@ -56,12 +56,13 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 
 
 def make_batcher(
-    model: GatedModel,
+    model: RunFn,
     executor: ThreadPoolExecutor,
     *,
     max_batch_size: int = 64,
     max_queue_size: int = 100,
     max_queue_delay_s: float = 0.0,
+    inline_when_fast: bool = False,
 ) -> Batcher:
     return Batcher(
         model,
@@ -71,6 +72,7 @@ def make_batcher(
         max_queue_delay_s=max_queue_delay_s,
         max_queue_size=max_queue_size,
         stats=ModelStats(name="m", version="1"),
+        inline_when_fast=inline_when_fast,
     )
 
 
@@ -224,15 +226,7 @@ async def test_a_failing_model_fails_every_request_of_its_batch_only(
             raise ValueError("boom")
         return {"y_x": inputs["x"] * 2}
 
-    batcher = Batcher(
-        flaky,
-        executor,
-        instances=1,
-        max_batch_size=8,
-        max_queue_delay_s=0.0,
-        max_queue_size=10,
-        stats=ModelStats(name="m", version="1"),
-    )
+    batcher = make_batcher(flaky, executor, max_batch_size=8)
     failing = [submit(batcher, rows(float(i))) for i in range(3)]
     outcomes = await asyncio.wait_for(asyncio.gather(*failing, return_exceptions=True), WAIT_S)
     assert all(isinstance(o, InternalError) for o in outcomes)
@@ -279,16 +273,6 @@ class ThreadLog:
         return [i for i, ident in enumerate(self.threads) if ident == loop_thread]
 
 
-def placement_batcher(
-    model: ThreadLog, executor: ThreadPoolExecutor, *, inline_when_fast: bool = True
-) -> Batcher:
-    return Batcher(
-        model, executor, instances=1, max_batch_size=64, max_queue_delay_s=0.0,
-        max_queue_size=100, stats=ModelStats(name="m", version="1"),
-        inline_when_fast=inline_when_fast,
-    )
-
-
 async def one_at_a_time(batcher: Batcher, count: int) -> None:
     for i in range(count):
         result = await asyncio.wait_for(submit(batcher, rows(float(i))), WAIT_S)
@@ -308,7 +292,7 @@ async def test_a_fast_model_moves_onto_the_loop_thread_after_its_first_batch(
     executor: ThreadPoolExecutor,
 ) -> None:
     model = ThreadLog()
-    await one_at_a_time(placement_batcher(model, executor), 50)
+    await one_at_a_time(make_batcher(model, executor, inline_when_fast=True), 50)
     assert 0 not in model.on_loop(), "the first batch, of unknown cost, runs in the executor"
     assert model.on_loop(), "later ones skip the thread hop"
 
@@ -317,7 +301,7 @@ async def test_a_model_slow_on_the_cpu_never_runs_on_the_loop_thread(
     executor: ThreadPoolExecutor,
 ) -> None:
     model = ThreadLog(busy_cpu(0.002))  # far above the inline threshold, in CPU time
-    await one_at_a_time(placement_batcher(model, executor), 5)
+    await one_at_a_time(make_batcher(model, executor, inline_when_fast=True), 5)
     assert model.on_loop() == []
 
 
@@ -327,7 +311,7 @@ async def test_a_model_that_waits_without_cpu_is_tried_on_the_loop_rarely(
     """Like a GPU model: little CPU in its thread, a long wall time. Each try on the loop
     thread fails and the next one comes after twice as many executor batches."""
     model = ThreadLog(lambda: time.sleep(0.002))
-    await one_at_a_time(placement_batcher(model, executor), 40)
+    await one_at_a_time(make_batcher(model, executor, inline_when_fast=True), 40)
     on_loop = model.on_loop()
     assert 0 not in on_loop
     assert 1 <= len(on_loop) <= 2, on_loop
@@ -339,7 +323,7 @@ async def test_without_inline_permission_even_a_fast_model_stays_off_the_loop(
 ) -> None:
     """Runtimes that run user code (which may block at any time) never get the loop thread."""
     model = ThreadLog()
-    await one_at_a_time(placement_batcher(model, executor, inline_when_fast=False), 20)
+    await one_at_a_time(make_batcher(model, executor), 20)
     assert model.on_loop() == []
 
 
@@ -360,7 +344,7 @@ async def test_an_idle_fast_model_answers_inside_submit_and_batches_the_rest(
     executor: ThreadPoolExecutor,
 ) -> None:
     model = ThreadLog()
-    batcher = placement_batcher(model, executor)
+    batcher = make_batcher(model, executor, inline_when_fast=True)
     await one_at_a_time(batcher, 1)  # the first batch: in the executor
     await asyncio.sleep(0)
     lone = submit(batcher, rows(1.0))

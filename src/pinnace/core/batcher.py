@@ -72,7 +72,7 @@ Arrays = dict[str, np.ndarray]
 RunFn = Callable[[Arrays, Sequence[str]], Arrays]
 _Executed = tuple[list[Arrays], float, float, float, float, float]
 """Per-request outputs; when execution began (monotonic); the seconds spent assembling, running
-and splitting the batch; the CPU seconds of the thread that ran it."""
+and splitting the batch; for an executor batch, the CPU seconds of its thread (0 inline)."""
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,8 @@ class Batcher:
         loop.call_soon(self._dispatch)
 
     def _dispatch(self) -> None:
+        loop = self._loop
+        assert loop is not None, "bound by the submit() that scheduled this"
         self._dispatch_scheduled = False
         if self._delay_timer is not None:
             self._delay_timer.cancel()
@@ -276,11 +278,10 @@ class Batcher:
                 break
             self._free_slots -= 1
             self._executing += len(batch)
-            assert self._loop is not None
-            done = self._loop.run_in_executor(self._executor, self._execute, batch, True)
+            done = loop.run_in_executor(self._executor, self._execute, batch, True)
             done.add_done_callback(partial(self._executed, batch=batch, dispatched=started))
         if self._queue:
-            self._schedule(self._loop or self._bind_loop())
+            self._schedule(loop)
         elif self._free_slots == self._instances and self._drained and not self._drained.done():
             self._drained.set_result(None)  # close() is waiting for the last batch
 
@@ -451,7 +452,7 @@ class Batcher:
         t2 = time.perf_counter()
         results = _split(batch, outputs, batched=self._max_batch_size > 0)
         t3 = time.perf_counter()
-        cpu = time.thread_time() - cpu0 if in_thread else t3 - t0
+        cpu = time.thread_time() - cpu0 if in_thread else 0.0
         return results, started, t1 - t0, t2 - t1, t3 - t2, cpu
 
 

@@ -151,13 +151,13 @@ class DataPlane:
 
     async def load_model(self, name: str) -> None:
         await self.repository.load(name)
-        self._forget_stale_checks()
+        self._forget_stale_plans()
 
     async def unload_model(self, name: str) -> None:
         await self.repository.unload(name)
-        self._forget_stale_checks()
+        self._forget_stale_plans()
 
-    def _forget_stale_checks(self) -> None:
+    def _forget_stale_plans(self) -> None:
         live = {id(v) for v in self.repository.served_versions()}
         for key in [k for k in self._plans if k not in live]:
             del self._plans[key]

@@ -84,7 +84,6 @@ class SignatureCheck:
         self.name = manifest.name
         self.batched = manifest.batched
         self.max_batch_size = manifest.batching.max_batch_size
-        self.inputs: dict[str, TensorSignature] = {t.name: t for t in manifest.inputs}
         self._rules = {t.name: _InputRule(t) for t in manifest.inputs}
         self.required = [t.name for t in manifest.inputs if not t.optional]
         self.output_names = [t.name for t in manifest.outputs]
@@ -93,7 +92,7 @@ class SignatureCheck:
         self.known_outputs = frozenset(self.output_names)
         self._one_key: Hashable | None = (
             ("all inputs, fixed inner shapes",)
-            if self.inputs
+            if self._rules
             and not any(t.optional for t in manifest.inputs)
             and all(rule.tail is not None for rule in self._rules.values())
             else None
