@@ -318,6 +318,36 @@ async def test_a_model_that_waits_without_cpu_is_tried_on_the_loop_rarely(
     assert all(b - a > 10 for a, b in itertools.pairwise(on_loop)), on_loop
 
 
+def slow_calls(at: set[int], seconds: float = 0.002) -> Callable[[], None]:
+    """A model call cost: nothing, except a wait on the calls numbered in ``at``."""
+    calls = itertools.count()
+
+    def cost() -> None:
+        if next(calls) in at:
+            time.sleep(seconds)
+
+    return cost
+
+
+async def test_slow_calls_now_and_then_keep_a_fast_model_on_the_loop_thread(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Two slow calls in a row (a preemption, the host) are not the model's cost."""
+    model = ThreadLog(slow_calls({20, 21, 35}))
+    await one_at_a_time(make_batcher(model, executor, inline_when_fast=True), 50)
+    assert model.on_loop() == list(range(1, 50))
+
+
+async def test_three_slow_calls_close_together_send_a_model_back_to_the_executor(
+    executor: ThreadPoolExecutor,
+) -> None:
+    model = ThreadLog(slow_calls({20, 21, 23}))
+    await one_at_a_time(make_batcher(model, executor, inline_when_fast=True), 30)
+    on_loop = model.on_loop()
+    assert set(range(1, 24)) <= set(on_loop)
+    assert not set(range(24, 30)) & set(on_loop), on_loop
+
+
 async def test_without_inline_permission_even_a_fast_model_stays_off_the_loop(
     executor: ThreadPoolExecutor,
 ) -> None:

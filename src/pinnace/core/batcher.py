@@ -18,17 +18,23 @@ Runtimes that run no user code (``inline_when_fast``: ONNX, not custom Python, w
 for any time) may run batches on the loop thread itself. A thread hop costs two context
 switches and a GIL hand-off, about 30 µs of CPU on a busy core, which is more than a small
 model's whole run (a linear classifier: ~7 µs); blocking the loop for under
-``_INLINE_BELOW_S`` costs less. The rules:
+``_INLINE_BELOW_S`` costs less. What is timed is the model call alone: assembling and
+splitting a batch hold the GIL on either thread, so only the model call (which releases it)
+could run beside the loop; timing the whole batch sent a fast model with large batches
+(concatenating and splitting 40 rows takes longer than running them) to the executor, where
+every batch paid the hop. The rules:
 
 * the first batch of unknown cost runs in the executor;
-* a batch that took the loop thread longer than ``_INLINE_BELOW_S`` sends the next ones back
-  to the executor, unless fast ones came just before it: then only a second slow one in a
-  row does (a preemption or a page fault is not the model's cost);
+* model calls that take the loop thread longer than ``_INLINE_BELOW_S`` send the next
+  batches back to the executor when three come with at most two fast ones between them; a lone
+  slow call (a preemption, an interrupt, the host's other guests) is not the model's cost.
+  Under load on a shared machine such hiccups come every few hundred batches, and each one
+  that sent a fast model to the executor cost every batch a thread hop until it came back;
 * from the executor, a batch comes back to the loop only when the executor thread's own CPU
-  time for it was under the threshold. Its wall time cannot decide: on a busy loop it includes
-  waits for the GIL. A model that spends little CPU but long waits (a GPU, an intra-op thread
-  pool) fails such a try on the loop, so tries back off exponentially, to one in
-  ``_MAX_PROBE_GAP`` batches at most; a model busy on the CPU never gets one.
+  time in the model call was under the threshold. Its wall time cannot decide: on a busy loop
+  it includes waits for the GIL. A model that spends little CPU but long waits (a GPU, an
+  intra-op thread pool) fails such a try on the loop, so tries back off exponentially, to one
+  in ``_MAX_PROBE_GAP`` batches at most; a model busy on the CPU never gets one.
 
 When requests come one at a time (the last batch held one), the batcher is idle and batches
 run on the loop, a request runs at once inside :meth:`submit`: a lone client pays no loop
@@ -72,13 +78,18 @@ Arrays = dict[str, np.ndarray]
 RunFn = Callable[[Arrays, Sequence[str]], Arrays]
 _Executed = tuple[list[Arrays], float, float, float, float, float]
 """Per-request outputs; when execution began (monotonic); the seconds spent assembling, running
-and splitting the batch; for an executor batch, the CPU seconds of its thread (0 inline)."""
+and splitting the batch; for an executor batch, the CPU seconds its thread spent in the model
+call (0 inline)."""
 
 log = logging.getLogger(__name__)
 
 _RETRY_AFTER_S: Final = 1.0
 _INLINE_BELOW_S: Final = 100e-6
 """A batch faster than this may run on the loop thread (see the module docstring)."""
+_SLOW_WEIGHT: Final = 4
+_LEAVE_AT: Final = 10
+"""Three slow model calls with at most two fast ones between them send a model back to the
+executor; a slow call now and then (a preemption, an interrupt, the host) does not."""
 _FIRST_PROBE_GAP: Final = 16
 _MAX_PROBE_GAP: Final = 1024
 """Executor batches between two tries on the loop thread, after failed tries (doubling)."""
@@ -157,8 +168,9 @@ class Batcher:
         """Run the next batch on the loop thread."""
         self._probe_gap = _FIRST_PROBE_GAP
         self._probe_in = 0
-        self._inline_streak = 0
-        """Consecutive batches that ran on the loop thread fast enough."""
+        self._slow_score = 0
+        """Recent slow model calls on the loop thread: each adds ``_SLOW_WEIGHT``, each fast
+        one takes 1 off; at ``_LEAVE_AT`` batches go back to the executor."""
         self._at_once = True
         """A request finding the batcher idle may run inside submit(); off for the rest of a
         loop step once one has."""
@@ -293,16 +305,16 @@ class Batcher:
             self._fail(batch, exc)
             return
         self._complete(batch, executed, dispatched)
-        if executed[2] + executed[3] + executed[4] < _INLINE_BELOW_S:
-            self._inline_streak += 1
-            self._probe_gap = _FIRST_PROBE_GAP
-        elif self._inline_streak:
-            # One slow batch after fast ones is a hiccup (preemption, a page fault): tolerated
-            # once; the next slow one in a row sends batches back to the executor.
-            self._inline_streak = 0
-        else:
-            # A try that failed, or a second slow batch: back to the executor, and wait longer
-            # before the next try.
+        if executed[3] < _INLINE_BELOW_S:  # the model call's time (see the module docstring)
+            if self._slow_score:
+                self._slow_score -= 1
+            else:
+                self._probe_gap = _FIRST_PROBE_GAP  # fast for a while: tries start over
+            return
+        self._slow_score += _SLOW_WEIGHT
+        if self._slow_score >= _LEAVE_AT:
+            # Slow calls close together (or a try that failed): back to the executor, and wait
+            # longer before the next try.
             self._inline = False
             self._probe_in = self._probe_gap
             self._probe_gap = min(self._probe_gap * 2, _MAX_PROBE_GAP)
@@ -321,7 +333,8 @@ class Batcher:
             self._complete(batch, executed, dispatched)
             if self._inline_when_fast and executed[5] < _INLINE_BELOW_S:
                 if self._probe_in <= 0:
-                    self._inline, self._inline_streak = True, 0
+                    # A try: one slow call on the loop thread ends it.
+                    self._inline, self._slow_score = True, _LEAVE_AT - _SLOW_WEIGHT
                 else:
                     self._probe_in -= 1
         self._dispatch()
@@ -436,7 +449,6 @@ class Batcher:
 
     def _execute(self, batch: list[_Pending], in_thread: bool) -> _Executed:
         started = time.monotonic()
-        cpu0 = time.thread_time() if in_thread else 0.0
         t0 = time.perf_counter()
         if len(batch) == 1:
             inputs = batch[0].inputs
@@ -447,12 +459,13 @@ class Batcher:
                 for name in batch[0].inputs
             }
             wanted = list(dict.fromkeys(name for item in batch for name in item.outputs))
+        cpu0 = time.thread_time() if in_thread else 0.0
         t1 = time.perf_counter()
         outputs = self._run(inputs, wanted)
         t2 = time.perf_counter()
+        cpu = time.thread_time() - cpu0 if in_thread else 0.0
         results = _split(batch, outputs, batched=self._max_batch_size > 0)
         t3 = time.perf_counter()
-        cpu = time.thread_time() - cpu0 if in_thread else 0.0
         return results, started, t1 - t0, t2 - t1, t3 - t2, cpu
 
 
