@@ -34,19 +34,40 @@ async def read_body(receive: Any, cap: int, declared: int | None = None) -> byte
     one piece (the common case) returns without any timer; a body in several pieces must
     arrive within ``BODY_TIMEOUT_S``, so a client trickling bytes cannot hold a request forever.
     """
+    refuse_declared(declared, cap)
+    message = await receive()
+    body = whole_body(message, cap)
+    return body if body is not None else await rest_of_body(receive, message, cap)
+
+
+def refuse_declared(declared: int | None, cap: int) -> None:
+    """413 for a Content-Length over ``cap``, before anything is read."""
     if declared is not None and declared > cap:
         raise PayloadTooLargeError(f"body of {declared} bytes exceeds the limit of {cap}")
-    message = await receive()
+
+
+def whole_body(message: dict[str, Any], cap: int) -> bytes | None:
+    """The body of a request's first ASGI message when that message holds all of it; None when
+    more follows (then :func:`rest_of_body` reads the rest).
+
+    :func:`read_body` in two steps, for a handler that receives the first message itself: the
+    data listener's inference route saves a coroutine per request that way.
+    """
     if message["type"] == "http.disconnect":
         raise ClientGone
     body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > cap:
-            raise PayloadTooLargeError(f"body exceeds the limit of {cap} bytes")
-        return body
+    if message.get("more_body", False):
+        return None
+    if len(body) > cap:
+        raise PayloadTooLargeError(f"body exceeds the limit of {cap} bytes")
+    return body
+
+
+async def rest_of_body(receive: Any, first: dict[str, Any], cap: int) -> bytes:
+    """The whole body of a request whose first message (``first``) said more follows."""
     try:
         async with asyncio.timeout(BODY_TIMEOUT_S):
-            return await _rest_of_body(receive, body, cap)
+            return await _rest_of_body(receive, first.get("body", b""), cap)
     except TimeoutError:
         raise InvalidInputError(f"request body not received within {BODY_TIMEOUT_S:g}s") from None
 

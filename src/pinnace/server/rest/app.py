@@ -30,9 +30,9 @@ from pinnace.server.rest.http import (
     respond,
     respond_error,
     respond_json,
+    response_messages,
 )
-from pinnace.serving import ClientGone
-from pinnace.serving import read_body as read_capped_body
+from pinnace.serving import ClientGone, refuse_declared, rest_of_body, whole_body
 
 log = logging.getLogger(__name__)
 
@@ -155,15 +155,24 @@ class RestApp:
                 content_length = _integer(value, "Content-Length")
             elif name == _HEADER_LENGTH:
                 json_length = _integer(value, "Inference-Header-Content-Length")
-        body = await read_capped_body(receive, self.max_body_bytes, content_length)
+        # read_body and respond, written out: two coroutines less on every inference request
+        # (about 1.5 µs of the server's CPU each time).
+        cap = self.max_body_bytes
+        refuse_declared(content_length, cap)
+        message = await receive()
+        body = whole_body(message, cap)
+        if body is None:
+            body = await rest_of_body(receive, message, cap)
         request = decode_request(body, json_length, max_elements=self.max_elements)
         response = await self.dataplane.infer(model, version or None, request)
         payload, json_length = encode_response(response, request)
         if json_length is None:
-            await respond(send, 200, payload, JSON)
+            start, end = response_messages(200, payload, JSON)
         else:
             extra: Headers = [(_HEADER_LENGTH, str(json_length).encode())]
-            await respond(send, 200, payload, OCTETS, extra)
+            start, end = response_messages(200, payload, OCTETS, extra)
+        await send(start)
+        await send(end)
         return 200
 
     async def _invocations(self, scope: Scope, receive: Any, send: Any, _m: str, _v: str) -> int:

@@ -37,11 +37,23 @@ async def read_body(scope: Scope, receive: Any, cap: int) -> bytes:
 async def respond(
     send: Any, status: int, body: bytes, content_type: bytes = JSON, extra: Headers | None = None
 ) -> None:
+    start, end = response_messages(status, body, content_type, extra)
+    await send(start)
+    await send(end)
+
+
+def response_messages(
+    status: int, body: bytes, content_type: bytes = JSON, extra: Headers | None = None
+) -> tuple[Message, Message]:
+    """The two ASGI messages of a whole response: for handlers that send them themselves,
+    saving the coroutine :func:`respond` costs on every request."""
     headers: Headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     if extra:
         headers.extend(extra)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return (
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    )
 
 
 async def respond_json(send: Any, status: int, value: Any, extra: Headers | None = None) -> None:
