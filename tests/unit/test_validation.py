@@ -62,6 +62,43 @@ def test_bad_requests(request_: InferRequest, message: str) -> None:
     assert message in info.value.message
 
 
+FP64_SIGNATURE = parse_manifest(
+    """
+name: m
+runtime: onnx
+inputs: [{name: x, datatype: FP64, shape: [-1, 2]}]
+outputs: [{name: y, datatype: FP64, shape: [-1]}]
+batching: {max_batch_size: 4}
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("values", "finite"),
+    [
+        ([3e38, 3e38, 3e38], True),  # float32's largest values: their sum is still finite
+        ([float("inf"), float("-inf"), 0], False),  # a sum of NaN, not of infinities
+        ([float("-inf"), 1, 2], False),
+        ([float("nan"), 1, 2], False),
+    ],
+)
+def test_finiteness_of_small_float32_tensors(values: list[float], finite: bool) -> None:
+    request_ = req(fp32("x", values), fp32("w", [1, 2, 3]))
+    if finite:
+        assert SignatureCheck(MANIFEST).check(request_).rows == 1
+    else:
+        with pytest.raises(InvalidInputError, match="NaN or Inf"):
+            SignatureCheck(MANIFEST).check(request_)
+
+
+def test_finite_float64_values_whose_sum_overflows_are_accepted() -> None:
+    huge = Tensor("x", "FP64", np.array([[1.7e308, 1.7e308]]))
+    assert SignatureCheck(FP64_SIGNATURE).check(req(huge)).rows == 1
+    inf = Tensor("x", "FP64", np.array([[1.7e308, float("inf")]]))
+    with pytest.raises(InvalidInputError, match="NaN or Inf"):
+        SignatureCheck(FP64_SIGNATURE).check(req(inf))
+
+
 def test_nan_allowed_where_the_manifest_says_so() -> None:
     checked = SignatureCheck(MANIFEST).check(req(fp32("x", [1, 2, 3]), fp32("w", [float("inf"), 0, 0])))
     assert checked.rows == 1

@@ -58,6 +58,7 @@ from concurrent.futures import Executor
 from functools import partial
 from typing import Final
 
+import msgspec
 import numpy as np
 
 from pinnace.core.stats import (
@@ -95,34 +96,19 @@ _MAX_PROBE_GAP: Final = 1024
 """Executor batches between two tries on the loop thread, after failed tries (doubling)."""
 
 
-class _Pending:
-    """One queued request."""
+class _Pending(msgspec.Struct):
+    """One queued request (a Struct: built in C, a third of a slotted class's cost)."""
 
-    __slots__ = (
-        "deadline", "enqueued", "future", "inputs", "key", "outputs", "record", "rows", "timer"
-    )
-
-    def __init__(
-        self,
-        inputs: Arrays,
-        outputs: Sequence[str],
-        rows: int,
-        key: Hashable,
-        future: asyncio.Future[Arrays],
-        enqueued: float,
-        deadline: float,
-        record: RequestRecord | None,
-    ) -> None:
-        self.inputs = inputs
-        self.outputs = outputs
-        self.rows = rows
-        self.key = key
-        self.future = future
-        self.enqueued = enqueued
-        self.deadline = deadline
-        self.record = record
-        self.timer: asyncio.TimerHandle | None = None
-        """Its own deadline timer, when it could not share the batcher's."""
+    inputs: Arrays
+    outputs: Sequence[str]
+    rows: int
+    key: Hashable
+    future: asyncio.Future[Arrays]
+    enqueued: float
+    deadline: float
+    record: RequestRecord | None
+    timer: asyncio.TimerHandle | None = None
+    """Its own deadline timer, when it could not share the batcher's."""
 
 
 class Batcher:
@@ -234,7 +220,8 @@ class Batcher:
             item.timer = loop.call_later(timeout_s, _expire, item)
         queue.append(item)
         self._queued_rows += rows
-        self._schedule(loop)
+        if not self._dispatch_scheduled:  # checked here: most requests find it scheduled
+            self._schedule(loop)
         return future
 
     async def close(self, grace_s: float) -> None:
@@ -471,8 +458,10 @@ class Batcher:
 
 def _split(batch: list[_Pending], outputs: Arrays, *, batched: bool) -> list[Arrays]:
     if len(batch) == 1:
-        only = batch[0]
-        return [{name: outputs[name] for name in only.outputs}]
+        result = {}
+        for name in batch[0].outputs:
+            result[name] = outputs[name]
+        return [result]
     total = sum(item.rows for item in batch)
     for name, array in outputs.items():
         if not batched or array.ndim == 0 or array.shape[0] != total:
@@ -483,7 +472,10 @@ def _split(batch: list[_Pending], outputs: Arrays, *, batched: bool) -> list[Arr
     start = 0
     for item in batch:
         end = start + item.rows
-        results.append({name: outputs[name][start:end] for name in item.outputs})
+        result = {}
+        for name in item.outputs:  # a loop, not a comprehension: no frame per request
+            result[name] = outputs[name][start:end]
+        results.append(result)
         start = end
     return results
 

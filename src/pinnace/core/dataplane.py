@@ -119,7 +119,8 @@ class DataPlane:
             CURRENT_RECORD.set(record)
         try:
             checked = plan.check.check(request)
-            timeout_s = plan.timeout_s(request.parameters)
+            params = request.parameters
+            timeout_s = plan.timeout_s(params) if params else plan.default_timeout_s
             arrays = await plan.scheduler.submit(
                 checked.inputs, checked.outputs, rows=checked.rows, key=checked.key, timeout_s=timeout_s
             )

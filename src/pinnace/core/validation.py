@@ -11,6 +11,7 @@ import math
 from collections.abc import Hashable
 from typing import Final
 
+import msgspec
 import numpy as np
 
 from pinnace.errors import InvalidInputError
@@ -21,25 +22,26 @@ Arrays = dict[str, np.ndarray]
 
 _SMALL: Final = 32
 """Up to this many elements, checking finiteness in Python beats numpy's call overhead
-(about 0.5 µs against 1.6 µs for 4 floats)."""
+(about 0.2 µs against 1.3 µs for 4 floats)."""
+_FLOATS: Final = frozenset({"FP16", "FP32", "FP64", "BF16"})
+_SUMMABLE: Final = frozenset({np.dtype(np.float16), np.dtype(np.float32)})
+"""Float dtypes whose values, summed as Python floats (float64), cannot overflow: the sum of
+up to ``_SMALL`` of them is finite exactly when every one is."""
 
 
-class Checked:
+class Checked(msgspec.Struct, gc=False):
     """A request ready for the batcher: its arrays, outputs, rows and batch key."""
 
-    __slots__ = ("inputs", "key", "outputs", "rows")
-
-    def __init__(self, inputs: Arrays, outputs: list[str], rows: int, key: Hashable) -> None:
-        self.inputs = inputs
-        self.outputs = outputs
-        self.rows = rows
-        self.key = key
+    inputs: Arrays
+    outputs: list[str]
+    rows: int
+    key: Hashable
 
 
 class _InputRule:
     """What one declared input must look like."""
 
-    __slots__ = ("datatype", "first", "fixed", "name", "rank", "refuse_nan", "shape", "tail")
+    __slots__ = ("check_finite", "datatype", "first", "fixed", "name", "rank", "shape", "tail")
 
     def __init__(self, spec: TensorSignature) -> None:
         self.name = spec.name
@@ -54,9 +56,11 @@ class _InputRule:
             tuple(inner) if spec.shape and -1 not in inner else None
         )
         """Every axis after the first, when all are fixed: then one comparison checks them."""
-        self.refuse_nan = not spec.allow_nan
+        self.check_finite = not spec.allow_nan and spec.datatype in _FLOATS
 
-    def check(self, datatype: str, data: np.ndarray) -> None:
+    def check(self, datatype: str, data: np.ndarray) -> int:
+        """Refuses a tensor that does not fit; returns its rows (size along the first axis, -1
+        for a scalar)."""
         if datatype != self.datatype:
             raise InvalidInputError(
                 f"input {self.name!r} has datatype {datatype}, the model expects {self.datatype}"
@@ -71,10 +75,11 @@ class _InputRule:
             raise InvalidInputError(
                 f"input {self.name!r} has shape {list(got)}, the model expects {self.shape}"
             )
-        if self.refuse_nan and data.dtype.kind == "f" and data.size and not _finite(data):
+        if self.check_finite and data.size and not _finite(data):
             raise InvalidInputError(
                 f"input {self.name!r} contains NaN or Inf, which this model refuses"
             )
+        return got[0] if got else -1
 
 
 class SignatureCheck:
@@ -103,25 +108,30 @@ class SignatureCheck:
     def check(self, request: InferRequest) -> Checked:
         arrays: Arrays = {}
         rules = self._rules
+        count = -2  # rows along the batch axis; -2: no input seen yet
         for tensor in request.inputs:
             name = tensor.name
+            data = tensor.data
             if name in arrays:
                 raise InvalidInputError(f"input {name!r} is given twice")
             rule = rules.get(name)
             if rule is not None:
-                rule.check(tensor.datatype, tensor.data)
+                rows = rule.check(tensor.datatype, data)
             elif rules:
                 raise InvalidInputError(
                     f"unknown input {name!r} for model {self.name!r}; "
                     f"expected {', '.join(sorted(rules))}"
                 )
-            arrays[name] = tensor.data
+            else:  # a model without a declared signature
+                rows = data.shape[0] if data.ndim else -1
+            count = rows if count in (rows, -2) else -3  # -3: inputs disagree (refused below)
+            arrays[name] = data
         if len(arrays) != len(rules):  # some declared input is absent: was it required?
             for name in self.required:
                 if name not in arrays:
                     raise InvalidInputError(f"missing input {name!r} for model {self.name!r}")
         outputs = self._outputs(request) if request.outputs else self.output_names
-        rows = self._rows(arrays) if self.batched else 1
+        rows = self._batch_rows(count) if self.batched else 1
         key = self._one_key
         if key is None:
             key = tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(arrays.items()))
@@ -138,15 +148,9 @@ class SignatureCheck:
             names.append(requested.name)
         return names
 
-    def _rows(self, arrays: Arrays) -> int:
-        count = -2
-        for a in arrays.values():
-            rows = a.shape[0] if a.ndim else -1
-            if count not in (rows, -2):
-                raise InvalidInputError(
-                    "all inputs must have the same size along the batch dimension"
-                )
-            count = rows
+    def _batch_rows(self, count: int) -> int:
+        if count == -3:
+            raise InvalidInputError("all inputs must have the same size along the batch dimension")
         if count < 1:
             raise InvalidInputError("inputs need at least one row along the batch dimension")
         if count > self.max_batch_size:
@@ -158,5 +162,8 @@ class SignatureCheck:
 
 def _finite(data: np.ndarray) -> bool:
     if data.size <= _SMALL:
-        return all(map(math.isfinite, data.ravel().tolist()))
+        values = data.ravel().tolist()
+        if data.dtype in _SUMMABLE:
+            return math.isfinite(sum(values))  # NaN and ±Inf survive a sum; nothing overflows
+        return all(map(math.isfinite, values))
     return bool(np.isfinite(data).all())
