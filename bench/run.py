@@ -10,7 +10,8 @@ What it does, in one run, so that every ratio compares figures measured side by 
 4. measures ``--workers 1`` against ``--workers 2`` with nothing pinned (2 cores shared by the
    workers and wrk), and each worker's memory;
 5. keeps, per scenario, the repetition measured under the least foreign CPU load (the other
-   processes' use of the two cores while it ran), and writes docs/benchmarks.md.
+   processes' use of the two cores while it ran) and, among equally calm ones, the one whose
+   bare floor was fastest; then writes docs/benchmarks.md.
 
 Foreign load is measured, not assumed: per core, the busy time in /proc/stat minus the CPU time
 of our own server and wrk over the same interval, plus steal.
@@ -425,13 +426,25 @@ def _pss_mib(pid: int) -> float:
 # -- choosing and reporting -------------------------------------------------------------------
 
 
+_SAME_LOAD = 0.05
+"""Foreign loads (in cores) this close count as equal when repetitions are compared."""
+
+
 def best_repetition(runs: list[Measured], scenario: str) -> list[Measured]:
-    """The runs of the repetition whose worst foreign load was the lowest."""
+    """The runs of the repetition whose worst foreign load was the lowest; among repetitions
+    with the same load, the one whose bare floor answered fastest.
+
+    The floor is the machine's own speed gauge: on a virtual machine, the host's other guests
+    slow both cores without showing up as load here (the floor ran 39,000 rather than 45,000
+    req/s in such a repetition), and every figure of that repetition suffers.
+    """
     reps: dict[int, list[Measured]] = {}
     for r in runs:
         if r.scenario == scenario:
             reps.setdefault(r.repetition, []).append(r)
-    return min(reps.values(), key=lambda rs: max(r.foreign for r in rs))
+    least = min(max(r.foreign for r in rs) for rs in reps.values())
+    calm = [rs for rs in reps.values() if max(r.foreign for r in rs) <= least + _SAME_LOAD]
+    return max(calm, key=lambda rs: next((r.rps for r in rs if r.target == "bare ASGI"), 0.0))
 
 
 def _inprocess_for(results: Results, body: str, rep: int) -> dict[str, Any] | None:
@@ -465,7 +478,9 @@ def render(results: Results, machine: dict[str, str], argv: list[str]) -> str:
       "batching or overlap beat one-at-a-time.")
     w("- Each scenario ran in several repetitions; the table keeps, per scenario, the repetition "
       "whose worst **foreign load** (CPU used by other processes on the two cores, plus steal, "
-      "while it ran) was lowest. Every run is listed at the end.")
+      "while it ran) was lowest, and among repetitions equally calm (within 0.05 cores) the one "
+      "whose bare floor was fastest: the host's other guests slow this virtual machine without "
+      "showing up as load, and the floor shows it. Every run is listed at the end.")
     w("- **Contention.** This machine (2 cores) is shared: other engineers' test suites may run "
       "during a benchmark. Before each measurement the bench waits (at most 15 s, 120 s in all) "
       "for both cores to fall below 15 % foreign use, then measures anyway and records the "
