@@ -143,3 +143,28 @@ def test_a_signature_with_fixed_inner_shapes_gives_every_request_one_key() -> No
     three = check.check(req(fp32("w", *[[0, 0, 0]] * 3), fp32("x", *[[1, 2, 3]] * 3)))
     assert one.key == three.key
     assert three.rows == 3
+
+
+BF16_SIGNATURE = parse_manifest(
+    """
+name: m
+runtime: onnx
+inputs: [{name: x, datatype: BF16, shape: [-1, 3]}]
+outputs: [{name: y, datatype: FP32, shape: [-1]}]
+batching: {max_batch_size: 4}
+"""
+)
+
+
+def bf16(*values: float) -> Tensor:
+    """BF16 as it travels: the upper 16 bits of each float32."""
+    bits = (np.array([values], dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    return Tensor("x", "BF16", bits)
+
+
+def test_bf16_nan_and_inf_are_found_in_their_bit_patterns() -> None:
+    check = SignatureCheck(BF16_SIGNATURE)
+    assert check.check(req(bf16(1.5, -2.0, 3e38))).rows == 1
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(InvalidInputError, match="NaN or Inf"):
+            check.check(req(bf16(1.0, bad, 0.0)))

@@ -86,7 +86,8 @@ log = logging.getLogger(__name__)
 
 _RETRY_AFTER_S: Final = 1.0
 _INLINE_BELOW_S: Final = 100e-6
-"""A batch faster than this may run on the loop thread (see the module docstring)."""
+"""A batch whose model call is faster than this may run on the loop thread (see the module
+docstring)."""
 _SLOW_WEIGHT: Final = 4
 _LEAVE_AT: Final = 10
 """Three slow model calls with at most two fast ones between them send a model back to the

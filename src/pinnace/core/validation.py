@@ -24,6 +24,8 @@ _SMALL: Final = 32
 """Up to this many elements, checking finiteness in Python beats numpy's call overhead
 (about 0.2 µs against 1.3 µs for 4 floats)."""
 _FLOATS: Final = frozenset({"FP16", "FP32", "FP64", "BF16"})
+_BF16_BITS: Final = np.dtype(np.uint16)
+_BF16_EXPONENT: Final = 0x7F80
 _SUMMABLE: Final = frozenset({np.dtype(np.float16), np.dtype(np.float32)})
 """Float dtypes whose values, summed as Python floats (float64), cannot overflow: the sum of
 up to ``_SMALL`` of them is finite exactly when every one is."""
@@ -161,6 +163,9 @@ class SignatureCheck:
 
 
 def _finite(data: np.ndarray) -> bool:
+    if data.dtype == _BF16_BITS:
+        # BF16 travels as its bit patterns: an exponent of all ones is NaN or Inf.
+        return not bool((data & _BF16_EXPONENT == _BF16_EXPONENT).any())
     if data.size <= _SMALL:
         values = data.ravel().tolist()
         if data.dtype in _SUMMABLE:
