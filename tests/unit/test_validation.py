@@ -62,15 +62,19 @@ def test_bad_requests(request_: InferRequest, message: str) -> None:
     assert message in info.value.message
 
 
-FP64_SIGNATURE = parse_manifest(
-    """
+def one_input(datatype: str, width: int) -> SignatureCheck:
+    """The check of a model with one input ``x`` of ``datatype``, ``width`` values a row."""
+    return SignatureCheck(
+        parse_manifest(
+            f"""
 name: m
 runtime: onnx
-inputs: [{name: x, datatype: FP64, shape: [-1, 2]}]
-outputs: [{name: y, datatype: FP64, shape: [-1]}]
-batching: {max_batch_size: 4}
+inputs: [{{name: x, datatype: {datatype}, shape: [-1, {width}]}}]
+outputs: [{{name: y, datatype: FP32, shape: [-1]}}]
+batching: {{max_batch_size: 4}}
 """
-)
+        )
+    )
 
 
 @pytest.mark.parametrize(
@@ -93,10 +97,11 @@ def test_finiteness_of_small_float32_tensors(values: list[float], finite: bool) 
 
 def test_finite_float64_values_whose_sum_overflows_are_accepted() -> None:
     huge = Tensor("x", "FP64", np.array([[1.7e308, 1.7e308]]))
-    assert SignatureCheck(FP64_SIGNATURE).check(req(huge)).rows == 1
+    check = one_input("FP64", 2)
+    assert check.check(req(huge)).rows == 1
     inf = Tensor("x", "FP64", np.array([[1.7e308, float("inf")]]))
     with pytest.raises(InvalidInputError, match="NaN or Inf"):
-        SignatureCheck(FP64_SIGNATURE).check(req(inf))
+        check.check(req(inf))
 
 
 def test_nan_allowed_where_the_manifest_says_so() -> None:
@@ -145,17 +150,6 @@ def test_a_signature_with_fixed_inner_shapes_gives_every_request_one_key() -> No
     assert three.rows == 3
 
 
-BF16_SIGNATURE = parse_manifest(
-    """
-name: m
-runtime: onnx
-inputs: [{name: x, datatype: BF16, shape: [-1, 3]}]
-outputs: [{name: y, datatype: FP32, shape: [-1]}]
-batching: {max_batch_size: 4}
-"""
-)
-
-
 def bf16(*values: float) -> Tensor:
     """BF16 as it travels: the upper 16 bits of each float32."""
     bits = (np.array([values], dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
@@ -163,7 +157,7 @@ def bf16(*values: float) -> Tensor:
 
 
 def test_bf16_nan_and_inf_are_found_in_their_bit_patterns() -> None:
-    check = SignatureCheck(BF16_SIGNATURE)
+    check = one_input("BF16", 3)
     assert check.check(req(bf16(1.5, -2.0, 3e38))).rows == 1
     for bad in (float("nan"), float("inf"), float("-inf")):
         with pytest.raises(InvalidInputError, match="NaN or Inf"):
