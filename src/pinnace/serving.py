@@ -64,29 +64,27 @@ def whole_body(message: dict[str, Any], cap: int) -> bytes | None:
 
 
 async def rest_of_body(receive: Any, first: dict[str, Any], cap: int) -> bytes:
-    """The whole body of a request whose first message (``first``) said more follows."""
+    """The whole body of a request whose first message (``first``) said more follows; it must
+    arrive within ``BODY_TIMEOUT_S``."""
+    chunks = [first.get("body", b"")]
+    size = len(chunks[0])
     try:
         async with asyncio.timeout(BODY_TIMEOUT_S):
-            return await _rest_of_body(receive, first.get("body", b""), cap)
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > cap:
+                    # Chunked bodies announce no length: stop as soon as the cap is crossed.
+                    raise PayloadTooLargeError(f"body exceeds the limit of {cap} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
     except TimeoutError:
         raise InvalidInputError(f"request body not received within {BODY_TIMEOUT_S:g}s") from None
 
-
-async def _rest_of_body(receive: Any, first: bytes, cap: int) -> bytes:
-    chunks = [first]
-    size = len(first)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > cap:
-            # Chunked bodies announce no length: stop as soon as the cap is crossed.
-            raise PayloadTooLargeError(f"body exceeds the limit of {cap} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 _JOIN_BELOW = 64 * 1024
 """Bodies smaller than this are joined to the head; larger ones go out beside it."""

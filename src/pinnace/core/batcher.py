@@ -289,8 +289,7 @@ class Batcher:
         try:
             executed = self._execute(batch, False)
         except Exception as exc:
-            self._inline = False
-            self._fail(batch, exc)
+            self._fail(batch, exc)  # and back to the executor
             return
         self._complete(batch, executed, dispatched)
         if executed[3] < _INLINE_BELOW_S:  # the model call's time (see the module docstring)

@@ -211,8 +211,9 @@ class _Plan:
         self.max_timeout_s = b.max_timeout_ms / 1000
         self.default_timeout_s = (b.default_timeout_ms or b.max_timeout_ms) / 1000
 
-    def timeout_s(self, params: dict[str, Any] | None) -> float:
-        if not params or "timeout" not in params:
+    def timeout_s(self, params: dict[str, Any]) -> float:
+        """The deadline for a request with these (non-empty) parameters."""
+        if "timeout" not in params:
             return self.default_timeout_s
         asked = params["timeout"]
         # V2 "timeout" is in microseconds (Triton's convention); it may only shorten the maximum.

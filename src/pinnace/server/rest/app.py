@@ -27,6 +27,7 @@ from pinnace.server.rest.http import (
     Headers,
     Scope,
     header,
+    integer_header,
     respond,
     respond_error,
     respond_json,
@@ -152,9 +153,9 @@ class RestApp:
         content_length = json_length = None
         for name, value in scope["headers"]:  # one pass for both lengths
             if name == b"content-length":
-                content_length = _integer(value, "Content-Length")
+                content_length = integer_header(value, "Content-Length")
             elif name == _HEADER_LENGTH:
-                json_length = _integer(value, "Inference-Header-Content-Length")
+                json_length = integer_header(value, "Inference-Header-Content-Length")
         # read_body and respond, written out: two coroutines less on every inference request
         # (about 1 µs of CPU each time, measured in-process).
         cap = self.max_body_bytes
@@ -251,10 +252,3 @@ def _method_not_allowed(allowed: str) -> Handler:
         return 405
 
     return handler
-
-
-def _integer(raw: bytes, header_name: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidInputError(f"{header_name} must be an integer") from None

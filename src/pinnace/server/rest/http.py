@@ -27,11 +27,16 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 async def read_body(scope: Scope, receive: Any, cap: int) -> bytes:
     """The whole body, refusing (413) as soon as it is known to exceed ``cap`` bytes."""
     declared = header(scope, b"content-length")
-    try:
-        length = int(declared) if declared is not None else None
-    except ValueError:
-        raise InvalidInputError("invalid Content-Length header") from None
+    length = integer_header(declared, "Content-Length") if declared is not None else None
     return await read_capped_body(receive, cap, length)
+
+
+def integer_header(raw: bytes, name: str) -> int:
+    """A header whose value must be an integer (Content-Length and the like): 400 if not."""
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInputError(f"{name} must be an integer") from None
 
 
 async def respond(
