@@ -154,10 +154,14 @@ class Proxy:
             timeout = per_try if per_try is not None and per_try < remaining else remaining
             last, reason = await self._try(pool, up, path, call, timeout)
             attempt += 1
+            # A try cut short by the deadline's own remainder has used up the deadline. Asked
+            # of the clock instead, the answer can be "not yet": uvloop's timers run on a
+            # millisecond clock cached per loop turn and fire up to 1 ms early.
+            out_of_time = isinstance(last, TryTimeout) and timeout == remaining
             if isinstance(last, _Sent):
                 if not (idempotent and last.response.status in policy.on_status):
                     return last
-            elif not (idempotent or not last.sent):
+            elif out_of_time or (last.sent and not idempotent):
                 break
             if attempt >= policy.attempts or time.monotonic() >= deadline:
                 break
@@ -171,7 +175,7 @@ class Proxy:
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         if isinstance(last, _Sent):
             return last
-        if isinstance(last, TryTimeout) and time.monotonic() >= deadline:
+        if out_of_time or (isinstance(last, TryTimeout) and time.monotonic() >= deadline):
             raise DeadlineExceededError(f"route {route.name!r}: deadline of "
                                         f"{route.deadline:g}s passed")
         if not last.sent:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.unit.gateway.fakes import FakeUpstream, serving
 
@@ -107,7 +108,19 @@ def test_idempotent_routes_retry_elsewhere_and_others_pass_errors_through(
     run(go())
 
 
-def test_deadline_gives_504_and_static_fallback_when_asked(tmp_path: Path) -> None:
+class _EarlyTimersLoop(asyncio.SelectorEventLoop):
+    """Timers fire 5 ms before their time, as uvloop's (a millisecond clock cached per loop
+    turn) can by up to 1 ms: a deadline must not be judged by reading the clock afterwards."""
+
+    def call_at(self, when: float, callback: Any, *args: Any,
+                context: Any = None) -> asyncio.TimerHandle:
+        return super().call_at(when - 0.005, callback, *args, context=context)
+
+
+@pytest.mark.parametrize("early_timers", [False, True], ids=["exact-timers", "early-timers"])
+def test_deadline_gives_504_and_static_fallback_when_asked(
+    tmp_path: Path, early_timers: bool
+) -> None:
     slow = FakeUpstream("slow", models=("m", "n"), delay=1.0)
 
     async def go() -> None:
@@ -125,7 +138,8 @@ def test_deadline_gives_504_and_static_fallback_when_asked(tmp_path: Path) -> No
             assert r.status_code == 200
             assert r.headers["pinnace-degraded"] == "static"
 
-    run(go())
+    with asyncio.Runner(loop_factory=_EarlyTimersLoop if early_timers else None) as runner:
+        runner.run(go())
 
 
 def test_model_aware_routing_and_dns_discovery(tmp_path: Path) -> None:
