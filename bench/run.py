@@ -78,6 +78,8 @@ class Measured:
     cpu_us: float = 0.0
     """The server's CPU time per request (all its processes and threads): what the request
     costs whoever else shares the core, so the figure that contention distorts least."""
+    load_cpu_us: float = 0.0
+    """wrk's own CPU time per request: what the load generator takes from cores it shares."""
     command: str = ""
 
 
@@ -213,8 +215,9 @@ def wait_for_quiet(budget: list[float], threshold: float = 0.15, cap_s: float = 
 
 def run_wrk(
     url: str, body: Body, connections: int, seconds: float, *, cpus: str, servers: Sequence[Server]
-) -> tuple[dict[str, Any], float, float, str]:
-    """wrk's summary, the foreign load in cores, the servers' CPU seconds, the command line."""
+) -> tuple[dict[str, Any], float, float, float, str]:
+    """wrk's summary, the foreign load in cores, the servers' and wrk's CPU seconds, the command
+    line."""
     env = {**os.environ, "BENCH_BODY": str(body.path), "BENCH_CONTENT_TYPE": body.content_type,
            "BENCH_HEADER_LENGTH": str(body.header_length or "")}
     argv = [
@@ -246,7 +249,7 @@ def run_wrk(
     env_shown = f"BENCH_BODY={body.path.name} " + (
         f"BENCH_HEADER_LENGTH={body.header_length} " if body.header_length else ""
     )
-    return msgspec.json.decode(lines[-1]), foreign, ours, env_shown + shown
+    return msgspec.json.decode(lines[-1]), foreign, ours, wrk_cpu, env_shown + shown
 
 
 def measure(
@@ -258,7 +261,7 @@ def measure(
     watched = servers or [server]
     wait_for_quiet(budget)
     run_wrk(url, body, connections, min(2.0, seconds), cpus=cpus, servers=watched)  # warm-up
-    summary, foreign, cpu_s, command = run_wrk(
+    summary, foreign, cpu_s, wrk_s, command = run_wrk(
         url, body, connections, seconds, cpus=cpus, servers=watched
     )
     errors = sum(summary[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors",
@@ -268,7 +271,8 @@ def measure(
         rps=summary["requests"] / (summary["duration_us"] / 1e6),
         p50_us=summary["p50_us"], p99_us=summary["p99_us"], errors=errors,
         requests=summary["requests"], foreign=foreign,
-        cpu_us=cpu_s / max(summary["requests"], 1) * 1e6, command=command,
+        cpu_us=cpu_s / max(summary["requests"], 1) * 1e6,
+        load_cpu_us=wrk_s / max(summary["requests"], 1) * 1e6, command=command,
     )
     print(
         f"  [{repetition}] {scenario} / {target}: {result.rps:,.0f} req/s, p50 {result.p50_us:,.0f} us,"
@@ -595,9 +599,22 @@ def targets(chosen: dict[str, list[Measured]]) -> str:
     w1, w2 = get(scenario, "workers 1"), get(scenario, "workers 2")
     if w1 and w2:
         row("`--workers 2` ≥ 1.7 x `--workers 1` (2 cores shared with wrk)",
-            f"{w2.rps / w1.rps:.2f} x", w2.rps >= 1.7 * w1.rps)
+            f"{w2.rps / w1.rps:.2f} x{_two_core_ceiling(w1, w2)}", w2.rps >= 1.7 * w1.rps)
     rows.append("")
     return "\n".join(rows)
+
+
+def _two_core_ceiling(one: Measured, two: Measured) -> str:
+    """What two cores allow when wrk shares them. One worker keeps a core busy at ``c`` µs of
+    CPU per request; two workers at that same cost, beside wrk's ``w`` µs per request (taken
+    from the two-worker run: wrk spends less per request at the higher rate), fill both cores
+    at 2 / (c + w) requests per µs, so the ratio cannot exceed 2c / (c + w). Any shortfall
+    beyond that is a cost of running two workers."""
+    c, w = one.cpu_us, two.load_cpu_us
+    if c <= 0 or w <= 0:
+        return ""  # a run recorded before wrk's CPU time was
+    return (f" (2 cores allow {2 * c / (c + w):.2f} x: one worker's {c:.0f} µs of CPU and "
+            f"wrk's {w:.0f} µs per request; two workers' {two.cpu_us:.0f} µs)")
 
 
 def _us(value: float) -> str:
