@@ -151,6 +151,41 @@ def test_json_input_binary_output_and_back(
     assert "data" in (result.get_output("out_FP64") or {})
 
 
+def _long_finite(datatype: str) -> np.ndarray:
+    """Two rows of 300: JSON long enough for the simdjson and orjson paths, extremes included."""
+    rng = np.random.default_rng(3)
+    want = VALUES[datatype]
+    if datatype == "BOOL":
+        return rng.integers(0, 2, (2, 300)).astype(bool)
+    if want.dtype.kind == "f":
+        info = np.finfo(want.dtype)
+        values = rng.uniform(-1e4, 1e4, (2, 300)).astype(want.dtype)
+        values[0, :4] = [info.min, info.max, info.tiny, -0.0]
+        return values
+    limits = np.iinfo(want.dtype)
+    values = rng.integers(limits.min, limits.max, (2, 300), dtype=want.dtype, endpoint=True)
+    values[0, :2] = [limits.min, limits.max]
+    return values
+
+
+@pytest.mark.parametrize("datatype", [t for t in DATATYPES if t not in ("BF16", "BYTES")])
+def test_long_json_arrays_round_trip_exactly(
+    client: httpclient.InferenceServerClient, datatype: str
+) -> None:
+    """JSON both ways, long enough for the parsers that skip Python numbers."""
+    value = _long_finite(datatype)
+    tensor = httpclient.InferInput(f"in_{datatype}", list(value.shape), datatype)
+    tensor.set_data_from_numpy(value, binary_data=False)
+    result = client.infer(
+        "identity", [tensor],
+        outputs=[httpclient.InferRequestedOutput(f"out_{datatype}", binary_data=False)],
+    )
+    got = result.as_numpy(f"out_{datatype}")
+    assert got is not None and "data" in (result.get_output(f"out_{datatype}") or {})
+    assert got.dtype == value.dtype and got.shape == value.shape
+    assert got.tobytes() == value.tobytes()
+
+
 def test_binary_data_output_parameter_makes_every_output_binary(server: ServerProcess) -> None:
     """Raw HTTP, to pin the wire format: JSON header, then the tensors in output order."""
     a = np.arange(6, dtype=np.int32).reshape(2, 3)

@@ -14,9 +14,11 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import orjson
 
 from pinnace.errors import InvalidInputError
 from pinnace.protocol.datatypes import DATATYPES, dtype_of
+from pinnace.protocol.json_numbers import LONG_DATA_BYTES, numbers
 from pinnace.protocol.tensors import (
     MAX_RANK,
     array_from_bytes,
@@ -35,6 +37,17 @@ class _WireInput(msgspec.Struct):
     data: list[Any] | None = None
 
 
+class _LongWireInput(msgspec.Struct):
+    """An input of a long body: its data kept as JSON text, for :func:`numbers`."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: msgspec.Raw = msgspec.Raw()
+    """Empty when absent."""
+
+
 class _WireOutput(msgspec.Struct):
     name: str
     parameters: dict[str, Any] | None = None
@@ -47,13 +60,20 @@ class _WireRequest(msgspec.Struct):
     outputs: list[_WireOutput] | None = None
 
 
+class _LongWireRequest(msgspec.Struct):
+    inputs: list[_LongWireInput]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[_WireOutput] | None = None
+
+
 class _WireTensorOut(msgspec.Struct, omit_defaults=True):
     name: str
     datatype: str
     shape: tuple[int, ...]
     """The array's own shape tuple: encoded as a JSON array without a copy to a list."""
     parameters: dict[str, Any] | None = None
-    data: list[Any] | None = None
+    data: list[Any] | msgspec.Raw | None = None
 
 
 class _WireResponse(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -68,10 +88,16 @@ class _WireResponse(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 _decoder = msgspec.json.Decoder(_WireRequest)
+_long_decoder = msgspec.json.Decoder(_LongWireRequest)
+_data_decoder = msgspec.json.Decoder(list[Any] | None)
 _encoder = msgspec.json.Encoder()
 _NO_BINARY = memoryview(b"")
 _JSON_DTYPES = {name: dtype_of(name) for name in DATATYPES if name not in ("BYTES", "BF16")}
 """Datatypes whose JSON data numpy converts in one call."""
+_ORJSON_DTYPES = frozenset(_JSON_DTYPES.values())
+"""The numpy dtypes orjson writes itself (what a model returns, whatever its declared type)."""
+_ORJSON_FROM = 16
+"""Elements from which orjson writes an output faster than ``tolist`` and msgspec."""
 
 
 def decode_request(
@@ -88,7 +114,9 @@ def decode_request(
         view = memoryview(body)
         header, binary = view[:json_length], view[json_length:]
     try:
-        wire = _decoder.decode(header)
+        # A body too short to hold a long array decodes in one go; a longer one keeps each
+        # input's data as text until it is known which path suits it.
+        wire = (_decoder if len(header) < LONG_DATA_BYTES else _long_decoder).decode(header)
     except msgspec.ValidationError as exc:
         raise InvalidInputError(f"invalid inference request: {exc}") from None
     except msgspec.DecodeError as exc:
@@ -97,9 +125,16 @@ def decode_request(
         raise InvalidInputError("malformed JSON: nested too deeply") from None
     offset = 0
     inputs = []
-    for item in wire.inputs:
+    for each in wire.inputs:
+        array: np.ndarray | None = None
+        if isinstance(each, _LongWireInput):
+            item, array = _long_input(each, max_elements)
+        else:
+            item = each
         size = _binary_size(item)
-        if size is not None:
+        if array is not None:
+            data = array
+        elif size is not None:
             if offset + size > len(binary):
                 raise InvalidInputError(
                     f"input {item.name!r} declares {size} binary bytes, but only "
@@ -143,7 +178,7 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
             )
             blobs.append(blob)
         else:
-            data = json_data(tensor.datatype, array)
+            data = _response_data(tensor.datatype, array)
             outputs.append(_WireTensorOut(tensor.name, tensor.datatype, array.shape, None, data))
     doc = _WireResponse(
         model_name=response.model_name,
@@ -168,6 +203,16 @@ def json_data(datatype: str, array: np.ndarray) -> list[Any]:
     return flat.tolist()  # type: ignore[no-any-return]
 
 
+def _response_data(datatype: str, array: np.ndarray) -> list[Any] | msgspec.Raw:
+    """An output's ``data``: long numeric arrays written by orjson straight from the array
+    (a third of the time of ``tolist`` and msgspec for 1 MiB of FP32, and FP32 in its
+    shortest exact form, 0.1 rather than 0.10000000149011612), the rest by :func:`json_data`."""
+    if array.size >= _ORJSON_FROM and array.dtype in _ORJSON_DTYPES and datatype != "BF16":
+        flat = array.ravel()  # a view when C-contiguous, else the row-major copy orjson needs
+        return msgspec.Raw(orjson.dumps(flat, option=orjson.OPT_SERIALIZE_NUMPY))
+    return json_data(datatype, array)
+
+
 def encode_json(value: Any) -> bytes:
     """Encode metadata, index or error documents."""
     return _encoder.encode(value)
@@ -182,6 +227,37 @@ def _binary_size(item: _WireInput) -> int | None:
     if item.data is not None:
         raise InvalidInputError(f"input {item.name!r} has both binary data and JSON data")
     return size
+
+
+def _long_input(item: _LongWireInput, max_elements: int) -> tuple[_WireInput, np.ndarray | None]:
+    """The input with its data decoded, or (when its data is a long numeric array) without
+    data and with the array made by :func:`numbers`."""
+    text = bytes(item.data)
+    dtype = _JSON_DTYPES.get(item.datatype)
+    shape = item.shape
+    if (
+        len(text) >= LONG_DATA_BYTES
+        and dtype is not None
+        and not (item.parameters and "binary_data_size" in item.parameters)
+        and len(shape) <= MAX_RANK
+        and not (shape and min(shape) < 0)
+    ):
+        count = math.prod(shape)
+        if count > max_elements:
+            element_count(item.name, shape, max_elements)  # raises, with the message
+        array = numbers(text, dtype)
+        if array is not None:
+            if array.size != count:
+                raise InvalidInputError(
+                    f"input {item.name!r}: {array.size} data elements, but shape {shape} needs "
+                    f"{count}"
+                )
+            return _WireInput(item.name, shape, item.datatype, item.parameters), array.reshape(shape)
+    try:
+        data = _data_decoder.decode(text) if text else None
+    except msgspec.ValidationError as exc:
+        raise InvalidInputError(f"invalid inference request: {exc} (in input {item.name!r})") from None
+    return _WireInput(item.name, shape, item.datatype, item.parameters, data), None
 
 
 def _array_from_json(item: _WireInput, max_elements: int) -> np.ndarray:

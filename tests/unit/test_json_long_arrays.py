@@ -1,0 +1,208 @@
+"""Long JSON arrays: decoded by simdjson into one buffer, encoded by orjson from the array.
+
+Whatever path a tensor takes, what is accepted, its values and what is refused must be the
+same as for a short array; these tests hold the long path to the short one.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+
+from pinnace.errors import InvalidInputError, PayloadTooLargeError
+from pinnace.protocol import json_codec, json_numbers
+from pinnace.protocol.json_codec import decode_request, encode_response
+from pinnace.protocol.json_numbers import LONG_DATA_BYTES
+from pinnace.protocol.types import InferRequest, InferResponse, RequestedOutput, Tensor
+
+LIMIT = 1 << 20
+ROWS, COLUMNS = 2, 300
+DTYPES = {
+    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+}
+
+
+def _body(data: Any, datatype: str, shape: list[int], **extra: Any) -> bytes:
+    tensor = {"name": "x", "shape": shape, "datatype": datatype, "data": data, **extra}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+def _decode(body: bytes) -> np.ndarray:
+    return decode_request(body, None, max_elements=LIMIT).inputs[0].data
+
+
+def _values(datatype: str) -> list[Any]:
+    """Long enough for the simdjson path, with each type's extremes."""
+    rng = np.random.default_rng(7)
+    dtype = np.dtype(DTYPES[datatype])
+    if dtype.kind == "f":
+        info = np.finfo(dtype)
+        edges = [float(info.min), float(info.max), float(info.tiny), -0.0, 0.0, 1e-3]
+        middle = rng.uniform(-1000, 1000, ROWS * COLUMNS - len(edges)).astype(dtype).tolist()
+    else:
+        limits = np.iinfo(dtype)
+        edges = [int(limits.min), int(limits.max), 0, 1]
+        middle = rng.integers(limits.min, limits.max, ROWS * COLUMNS - len(edges),
+                              dtype=dtype, endpoint=True).tolist()
+    return edges + middle
+
+
+@pytest.fixture
+def simdjson_arrays(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray | None]:
+    """What each call of the simdjson path returned (None: it left the array to msgspec)."""
+    seen: list[np.ndarray | None] = []
+
+    def spy(text: bytes, dtype: np.dtype) -> np.ndarray | None:
+        seen.append(json_numbers.numbers(text, dtype))
+        return seen[-1]
+
+    monkeypatch.setattr(json_codec, "numbers", spy)
+    return seen
+
+
+@pytest.mark.parametrize("datatype", sorted(DTYPES))
+def test_long_flat_arrays_decode_exactly_as_short_ones_do(
+    datatype: str, simdjson_arrays: list[np.ndarray | None]
+) -> None:
+    values = _values(datatype)
+    body = _body(values, datatype, [ROWS, COLUMNS])
+    assert len(json.dumps(values)) >= LONG_DATA_BYTES
+    array = _decode(body)
+    assert len(simdjson_arrays) == 1 and simdjson_arrays[0] is not None  # the fast path ran
+    expected = np.array(values, dtype=DTYPES[datatype]).reshape(ROWS, COLUMNS)
+    assert array.dtype == expected.dtype
+    assert array.shape == (ROWS, COLUMNS)
+    assert array.tobytes() == expected.tobytes()  # bit for bit, -0.0 included
+    array[0, 0] = 1  # writable, as arrays decoded from short JSON are
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "INT64"])
+def test_long_nested_arrays_take_the_usual_path_and_ragged_ones_are_refused(
+    datatype: str, simdjson_arrays: list[np.ndarray | None]
+) -> None:
+    values = _values(datatype)
+    nested = [values[:COLUMNS], values[COLUMNS:]]
+    expected = np.array(values, dtype=DTYPES[datatype]).reshape(ROWS, COLUMNS)
+    assert _decode(_body(nested, datatype, [ROWS, COLUMNS])).tobytes() == expected.tobytes()
+    assert simdjson_arrays == [None]
+    ragged = [values[: COLUMNS + 1], values[COLUMNS + 1 :]]  # the right count, the wrong rows
+    with pytest.raises(InvalidInputError, match="does not fit datatype"):
+        _decode(_body(ragged, datatype, [ROWS, COLUMNS]))
+
+
+@pytest.mark.parametrize(
+    ("datatype", "bad", "message"),
+    [
+        ("INT8", 128, "does not fit datatype INT8"),
+        ("UINT8", -1, "does not fit datatype UINT8"),
+        ("UINT32", 2**32, "does not fit datatype UINT32"),
+        ("INT64", 2**63, "does not fit datatype INT64"),
+        ("UINT64", 2**64, "does not fit datatype UINT64"),
+        ("FP32", "1.5", None),  # numpy reads numeric strings: the same answer either way
+        ("FP32", None, None),  # null reads as NaN (refused later, by models that refuse NaN)
+        ("FP64", True, None),
+    ],
+)
+def test_what_the_long_path_cannot_take_is_decided_as_for_short_arrays(
+    datatype: str, bad: Any, message: str | None
+) -> None:
+    values = [1] * 400
+    values[250] = bad
+    long_body = _body(values, datatype, [400])
+    short_body = _body(values[245:255], datatype, [10])
+    if message is None:
+        np.testing.assert_array_equal(_decode(long_body)[250], _decode(short_body)[5])
+        return
+    for body in (long_body, short_body):
+        with pytest.raises(InvalidInputError, match=message):
+            _decode(body)
+
+
+def test_floats_for_an_integer_type_behave_as_for_short_arrays() -> None:
+    values = [1.75] * 400
+    assert _decode(_body(values, "INT32", [400])).tolist() == [1] * 400
+    assert _decode(_body(values[:3], "INT32", [3])).tolist() == [1] * 3
+
+
+def test_long_arrays_keep_the_count_and_shape_checks() -> None:
+    values = [0.5] * 399
+    with pytest.raises(InvalidInputError, match="399 data elements, but shape \\[400\\] needs 400"):
+        _decode(_body(values, "FP32", [400]))
+    with pytest.raises(PayloadTooLargeError, match="the limit is 100"):
+        decode_request(_body(values, "FP32", [399]), None, max_elements=100)
+    with pytest.raises(InvalidInputError, match="both binary data and JSON data"):
+        _decode(_body(values, "FP32", [399], parameters={"binary_data_size": 4}))
+
+
+def test_a_long_body_with_absent_null_or_odd_data_is_refused_as_a_short_one_is() -> None:
+    padding = {"id": "p" * LONG_DATA_BYTES}
+    cases = [
+        ({"name": "x", "shape": [1], "datatype": "FP32"}, "has no data"),
+        ({"name": "x", "shape": [1], "datatype": "FP32", "data": None}, "has no data"),
+        ({"name": "x", "shape": [1], "datatype": "FP32", "data": "text"}, "invalid inference request"),
+    ]
+    for tensor, message in cases:
+        body = json.dumps({"inputs": [tensor], **padding}).encode()
+        with pytest.raises(InvalidInputError, match=message):
+            _decode(body)
+    short = json.dumps({"inputs": [{"name": "b", "shape": [2], "datatype": "BYTES",
+                                    "data": ["a", "b"]}], **padding}).encode()
+    assert _decode(short).tolist() == [b"a", b"b"]
+
+
+def test_threads_each_parse_with_their_own_parser() -> None:
+    values = _values("FP32")
+    body = _body(values, "FP32", [ROWS, COLUMNS])
+    expected = np.array(values, dtype=np.float32).reshape(ROWS, COLUMNS)
+    failures: list[BaseException] = []
+
+    def decode_many() -> None:
+        try:
+            for _ in range(200):
+                assert _decode(body).tobytes() == expected.tobytes()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=decode_many) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def _encoded(datatype: str, array: np.ndarray) -> dict[str, Any]:
+    response = InferResponse("m", [Tensor("y", datatype, array)], model_version="1")
+    payload, json_length = encode_response(response, InferRequest([], outputs=[RequestedOutput("y")]))
+    assert json_length is None
+    output: dict[str, Any] = msgspec.json.decode(payload)["outputs"][0]
+    return output
+
+
+@pytest.mark.parametrize("datatype", sorted(DTYPES))
+def test_long_outputs_come_back_exactly(datatype: str) -> None:
+    expected = np.array(_values(datatype), dtype=DTYPES[datatype]).reshape(ROWS, COLUMNS)
+    output = _encoded(datatype, expected)
+    assert output["shape"] == [ROWS, COLUMNS]
+    back = np.array(output["data"], dtype=DTYPES[datatype]).reshape(ROWS, COLUMNS)
+    assert back.tobytes() == expected.tobytes()
+
+
+def test_long_outputs_are_row_major_whatever_the_memory_order() -> None:
+    array = np.arange(40, dtype=np.int32).reshape(5, 8).T  # not C-contiguous
+    assert _encoded("INT32", array)["data"] == array.ravel().tolist()
+    assert _encoded("BOOL", np.arange(20) % 3 == 0)["data"] == (np.arange(20) % 3 == 0).tolist()
+
+
+def test_fp32_outputs_are_written_in_their_shortest_exact_form() -> None:
+    data = _encoded("FP32", np.full(20, 0.1, dtype=np.float32))["data"]
+    assert data == [0.1] * 20  # not 0.10000000149011612
+    nan = _encoded("FP32", np.array([np.nan] * 20, dtype=np.float32))["data"]
+    assert nan == [None] * 20  # as short outputs write NaN
