@@ -8,6 +8,7 @@ the fact that decides whether a non-idempotent request may be retried::
 
     UpstreamFailure
     ├── ConnectFailure     never sent (refused, connect timeout): always safe to retry
+    │   └── ConnectTimeout     the connect ran out of time (the try's, or connect_timeout)
     ├── ResetFailure       sent, then the connection broke before a full response
     ├── TryTimeout         sent, no full response in time
     └── BadResponse        sent, the response was malformed or over the size cap
@@ -41,6 +42,13 @@ class UpstreamFailure(Exception):
 
 class ConnectFailure(UpstreamFailure):
     sent = False
+
+
+class ConnectTimeout(ConnectFailure):
+    def __init__(self, message: str, *, whole_try: bool) -> None:
+        super().__init__(message)
+        self.whole_try = whole_try
+        """The try's own timeout ended the connect (not the shorter connect_timeout)."""
 
 
 class ResetFailure(UpstreamFailure):
@@ -195,7 +203,7 @@ class ConnectionPool:
         loop = asyncio.get_running_loop()
         conn = self._take_idle()
         if conn is None:
-            conn = await self._connect(loop, min(timeout, self.connect_timeout))
+            conn = await self._connect(loop, timeout)
         transport = conn.transport
         assert transport is not None
         waiter: asyncio.Future[Response] = loop.create_future()
@@ -225,13 +233,19 @@ class ConnectionPool:
                 return conn
         return None
 
-    async def _connect(self, loop: asyncio.AbstractEventLoop, timeout: float) -> _Connection:
+    async def _connect(self, loop: asyncio.AbstractEventLoop, try_timeout: float) -> _Connection:
         conn = _Connection(self, self.max_response_bytes)
+        timeout = min(try_timeout, self.connect_timeout)
         try:
             await asyncio.wait_for(
                 loop.create_connection(lambda: conn, self.host, self.port), timeout
             )
-        except (OSError, TimeoutError) as exc:
+        except TimeoutError as exc:
+            raise ConnectTimeout(
+                f"cannot connect to {self.host}:{self.port} in {timeout:g}s",
+                whole_try=try_timeout <= self.connect_timeout,
+            ) from exc
+        except OSError as exc:
             raise ConnectFailure(f"cannot connect to {self.host}:{self.port}") from exc
         self._all.add(conn)
         return conn

@@ -17,7 +17,14 @@ import time
 from typing import Final
 
 from pinnace.errors import DeadlineExceededError, PinnaceError, UpstreamError
-from pinnace.gateway.client import HOP_BY_HOP, Headers, Response, TryTimeout, UpstreamFailure
+from pinnace.gateway.client import (
+    HOP_BY_HOP,
+    ConnectTimeout,
+    Headers,
+    Response,
+    TryTimeout,
+    UpstreamFailure,
+)
 from pinnace.gateway.errors import UpstreamUnreachableError
 from pinnace.gateway.metrics import GatewayMetrics
 from pinnace.gateway.resilience import backoff
@@ -157,7 +164,10 @@ class Proxy:
             # A try cut short by the deadline's own remainder has used up the deadline. Asked
             # of the clock instead, the answer can be "not yet": uvloop's timers run on a
             # millisecond clock cached per loop turn and fire up to 1 ms early.
-            out_of_time = isinstance(last, TryTimeout) and timeout == remaining
+            out_of_time = timeout == remaining and (
+                isinstance(last, TryTimeout)
+                or (isinstance(last, ConnectTimeout) and last.whole_try)
+            )
             if isinstance(last, _Sent):
                 if not (idempotent and last.response.status in policy.on_status):
                     return last
@@ -171,8 +181,15 @@ class Proxy:
             self.metrics.retries(route.name, reason).inc()
             tried += (up,)
             delay = backoff(attempt - 1, policy.backoff_base_s, policy.backoff_max_s)
+            remaining = deadline - time.monotonic()
+            if delay >= remaining:
+                # No time for another try after the backoff: wait out the deadline and say so
+                # (the clock read after an early timer would allow one more, doomed, try).
+                await asyncio.sleep(max(remaining, 0.0))
+                raise DeadlineExceededError(f"route {route.name!r}: deadline of "
+                                            f"{route.deadline:g}s passed")
             if delay > 0:
-                await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                await asyncio.sleep(delay)
         if isinstance(last, _Sent):
             return last
         if out_of_time or (isinstance(last, TryTimeout) and time.monotonic() >= deadline):

@@ -3,13 +3,13 @@ comparison, and a pool's picking, breaker and outlier ejection."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from pinnace.errors import PermissionDeniedError, RateLimitedError, UnauthenticatedError
+from pinnace.gateway import upstream as upstream_module
 from pinnace.gateway.auth import KeyRing, hash_key, new_key
 from pinnace.gateway.client import Response
 from pinnace.gateway.config import PoolConfig, Quota, parse_config
@@ -138,21 +138,39 @@ def test_pool_picks_least_loaded_and_respects_the_breaker() -> None:
     assert pool.pick(("m", None), exclude=(a, b)) in (a, b)
 
 
-def test_outlier_ejection_caps_and_readmission() -> None:
+class _Clock:
+    """The pool's clock, moved by the test: ejection windows are exact, whatever the host does."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_outlier_ejection_caps_and_readmission(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(upstream_module, "time", clock)
     pool = _pool(3, outlier={"consecutive_failures": 3, "base_ejection_s": 0.05})
     a, b, _ = pool.members.values()
     for _ in range(3):
         pool.record_failure(a)
-    assert a.is_ejected(time.monotonic())
+    assert a.is_ejected(clock.now)
     for _ in range(3):
         pool.record_failure(b)  # 10% of 3 is 0, but one may always go: a already is
-    assert not b.is_ejected(time.monotonic())
+    assert not b.is_ejected(clock.now)
+    clock.now += 0.04
     assert a not in {pool.pick(("m", None)) for _ in range(30)}
-    time.sleep(0.06)
+    clock.now += 0.02
     assert a in {pool.pick(("m", None)) for _ in range(60)}  # readmitted
+    clock.now += 0.01  # less than a base period in: the multiplier has not decayed
     for _ in range(3):
         pool.record_failure(a)
     assert a.times_ejected == 2  # the second ejection lasts twice as long
+    clock.now += 0.09
+    assert a.is_ejected(clock.now)
+    clock.now += 0.02
+    assert not a.is_ejected(clock.now)
     pool.record_success(b)
     assert b.consecutive_failures == 0
 

@@ -142,6 +142,30 @@ def test_deadline_gives_504_and_static_fallback_when_asked(
         runner.run(go())
 
 
+@pytest.mark.parametrize("early_timers", [False, True], ids=["exact-timers", "early-timers"])
+def test_a_backoff_that_reaches_the_deadline_ends_in_504_not_one_more_try(
+    tmp_path: Path, early_timers: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = FakeUpstream("failing", status=503)
+    monkeypatch.setattr("pinnace.gateway.proxy.backoff", lambda *_: 1.0)  # past the deadline
+
+    async def go() -> None:
+        config = _config(
+            "  - {name: r, models: [m], pool: p, idempotent: true, deadline_s: 0.2,"
+            " retry: {attempts: 5}}",
+            pool_extra="    outlier: {enabled: false}",
+        )
+        async with serving(config, tmp_path, failing) as (url, _), \
+                httpx.AsyncClient(base_url=url) as c:
+            r = await c.post("/v2/models/m/infer", content=BODY)
+            assert r.status_code == 504
+            assert "deadline" in r.json()["error"]
+            assert len(failing.requests) == 1
+
+    with asyncio.Runner(loop_factory=_EarlyTimersLoop if early_timers else None) as runner:
+        runner.run(go())
+
+
 def test_model_aware_routing_and_dns_discovery(tmp_path: Path) -> None:
     a, b = FakeUpstream("a", models=("m",)), FakeUpstream("b", models=("n",))
 
