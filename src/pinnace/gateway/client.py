@@ -229,8 +229,16 @@ class ConnectionPool:
         idle = self._idle
         while idle:
             conn = idle.pop()  # LIFO: the warmest connection, and cold ones age out
-            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
-                return conn
+            if conn.closed or conn.transport is None or conn.transport.is_closing():
+                continue
+            if time.monotonic() - conn.idle_since >= self.idle_timeout:
+                # Past its time (the sweep has not come round yet), and so is every colder one:
+                # the upstream may be closing them (uvicorn keeps a connection 5 s), and a
+                # request written now would meet that close.
+                conn.close()
+                self.close_idle()
+                return None
+            return conn
         return None
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, try_timeout: float) -> _Connection:

@@ -1,12 +1,14 @@
-"""The upstream client's failure classes: what a timed-out connect says about the try."""
+"""The upstream client: what a timed-out connect says about the try; stale idle connections."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from pinnace.gateway import client as client_module
 from pinnace.gateway.client import ConnectFailure, ConnectionPool, ConnectTimeout
 
 
@@ -35,3 +37,40 @@ def test_a_connect_that_runs_out_of_time_says_whose_time_it_was(
 
     with asyncio.Runner(loop_factory=_NeverConnects) as runner:
         runner.run(go())
+
+
+def test_an_idle_connection_past_its_time_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep runs every so often; between sweeps the pool itself refuses stale connections."""
+    now = [1000.0]
+    monkeypatch.setattr(client_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    accepted: list[asyncio.Task[Any]] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        accepted.append(task)
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        except asyncio.IncompleteReadError:
+            pass  # the pool closed its end
+        finally:
+            writer.close()
+
+    async def go() -> None:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = ConnectionPool("127.0.0.1", port, idle_timeout=4.0)
+        try:
+            for advance, connections in ((0.0, 1), (3.9, 1), (4.0, 2), (0.1, 2)):
+                now[0] += advance
+                response = await pool.request(b"GET", b"/", [], b"", 5.0)
+                assert (response.status, response.body) == (200, b"ok")
+                assert len(accepted) == connections, advance
+        finally:
+            pool.retire()
+            server.close()
+            await server.wait_closed()
+            await asyncio.wait_for(asyncio.gather(*accepted), 5)
+
+    asyncio.run(go())
