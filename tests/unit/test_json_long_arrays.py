@@ -206,3 +206,21 @@ def test_fp32_outputs_are_written_in_their_shortest_exact_form() -> None:
     assert data == [0.1] * 20  # not 0.10000000149011612
     nan = _encoded("FP32", np.array([np.nan] * 20, dtype=np.float32))["data"]
     assert nan == [None] * 20  # as short outputs write NaN
+
+
+def test_arrays_too_long_to_keep_a_parser_for_get_one_of_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A parser holds on to the buffers of the largest document it saw: over 8 MiB of text,
+    the array is parsed by a parser that goes with it."""
+
+    def kept_parser(text: bytes) -> object:
+        raise AssertionError(f"the kept parser was given {len(text)} bytes")
+
+    monkeypatch.setattr(json_numbers, "_parse_with_kept_parser", kept_parser)
+    text = b"[" + b"1.25," * 2_200_000 + b"1.25]"
+    assert len(text) > 8 << 20
+    array = json_numbers.numbers(text, np.dtype(np.float32))
+    assert array is not None and array.size == 2_200_001 and bool((array == 1.25).all())
+    with pytest.raises(AssertionError, match="kept parser"):
+        json_numbers.numbers(text[:2000] + b"1]", np.dtype(np.float32))

@@ -33,6 +33,9 @@ _WIDE: Final[dict[str, tuple[_BufferType, np.dtype]]] = {
 signed 64-bit (then range-checked) except UINT64, read as unsigned (``_UINT64``)."""
 _UINT64: Final[tuple[_BufferType, np.dtype]] = ("u", np.dtype(np.uint64))
 _WHITESPACE: Final = b" \t\r\n"
+_KEPT_PARSER_BYTES: Final = 8 << 20
+"""A parser keeps the buffers of the largest document it parsed (about twice its size):
+longer arrays get a parser of their own, freed with them."""
 
 
 class _Parsers(threading.local):
@@ -80,14 +83,18 @@ def _flat(text: bytes) -> bool:
 
 
 def _buffer(text: bytes, of_type: _BufferType) -> bytes:
-    parser = _parsers.parser
-    try:
-        document = parser.parse(text)
-    except RuntimeError:
-        # A document of this parser's is still referenced (a traceback kept alive elsewhere):
-        # start a fresh parser rather than refuse the request.
-        parser = _parsers.parser = simdjson.Parser()
-        document = parser.parse(text)
+    big = len(text) > _KEPT_PARSER_BYTES
+    document = simdjson.Parser().parse(text) if big else _parse_with_kept_parser(text)
     if not isinstance(document, simdjson.Array):
         raise TypeError("not an array")
     return document.as_buffer(of_type=of_type)  # a copy: the parser may be reused at once
+
+
+def _parse_with_kept_parser(text: bytes) -> object:
+    try:
+        return _parsers.parser.parse(text)
+    except RuntimeError:
+        # A document of this parser's is still referenced (a traceback kept alive elsewhere):
+        # start a fresh parser rather than refuse the request.
+        _parsers.parser = simdjson.Parser()
+        return _parsers.parser.parse(text)
