@@ -158,15 +158,19 @@ def test_a_long_body_with_absent_null_or_odd_data_is_refused_as_a_short_one_is()
 
 
 def test_threads_each_parse_with_their_own_parser() -> None:
+    """A simdjson parser serves one document at a time: each thread has its own."""
     values = _values("FP32")
     body = _body(values, "FP32", [ROWS, COLUMNS])
     expected = np.array(values, dtype=np.float32).reshape(ROWS, COLUMNS)
+    assert _decode(body).tobytes() == expected.tobytes()
+    parsers: list[object] = [json_numbers._parsers.parser]  # kept alive: ids stay distinct
     failures: list[BaseException] = []
 
     def decode_many() -> None:
         try:
-            for _ in range(200):
+            for _ in range(50):
                 assert _decode(body).tobytes() == expected.tobytes()
+            parsers.append(json_numbers._parsers.parser)
         except BaseException as exc:
             failures.append(exc)
 
@@ -176,6 +180,7 @@ def test_threads_each_parse_with_their_own_parser() -> None:
     for t in threads:
         t.join()
     assert failures == []
+    assert len({id(p) for p in parsers}) == 5  # this thread's and one per thread
 
 
 def _encoded(datatype: str, array: np.ndarray) -> dict[str, Any]:
@@ -224,3 +229,46 @@ def test_arrays_too_long_to_keep_a_parser_for_get_one_of_their_own(
     assert array is not None and array.size == 2_200_001 and bool((array == 1.25).all())
     with pytest.raises(AssertionError, match="kept parser"):
         json_numbers.numbers(text[:2000] + b"1]", np.dtype(np.float32))
+
+
+def _outcome(body: bytes) -> tuple[str, Any]:
+    try:
+        request = decode_request(body, None, max_elements=LIMIT)
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+    return "ok", [(t.name, t.data.dtype.str, t.data.shape, t.data.tobytes()) for t in request.inputs]
+
+
+def _tensor(data: str, *, shape: str = "[600]", datatype: str = "FP32", name: str = "x") -> str:
+    return (f'{{"name":"{name}","shape":{shape},"datatype":"{datatype}","data":' + data + "}")
+
+
+_LONG_ONES = "[" + ",".join(["1"] * 600) + "]"
+_CASES = {
+    "flat floats": _tensor(_LONG_ONES),
+    "nested after the first": _tensor("[1," + ",".join(["[2,3]"] * 300) + "]", shape="[601]"),
+    "ragged behind spaces": _tensor("[" + " " * 100 + "[1,2]," + ",".join(["[3]"] * 599) + "]",
+                                    shape="[601]"),
+    "a string inside": _tensor(_LONG_ONES.replace("1,", '"a",', 1)),
+    "out of float range": _tensor(_LONG_ONES.replace("1,", "1e400,", 1), datatype="FP64"),
+    "a huge integer": _tensor(_LONG_ONES.replace("1,", "9" * 30 + ",", 1), datatype="INT64"),
+    "data is a string": _tensor('"' + "x" * 1100 + '"', shape="[1]"),
+    "data is a number": _tensor("5", shape="[1]"),
+    "the second input's data is wrong, the first's binary size": (
+        '{"name":"a","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":"x"}},'
+        + _tensor("5", shape="[1]", name="b")
+    ),
+    "wrong count": _tensor(_LONG_ONES, shape="[601]"),
+    "bad shape": _tensor(_LONG_ONES, shape="[-1]"),
+    "unknown datatype": _tensor(_LONG_ONES, datatype="FP8"),
+}
+
+
+@pytest.mark.parametrize("inputs", list(_CASES.values()), ids=list(_CASES))
+def test_long_and_one_go_decoding_agree_on_everything(
+    inputs: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = ('{"id":"' + "p" * LONG_DATA_BYTES + '","inputs":[' + inputs + "]}").encode()
+    long_path = _outcome(body)
+    monkeypatch.setattr(json_codec, "LONG_DATA_BYTES", len(body) + 1)  # the one-go decoder
+    assert long_path == _outcome(body)

@@ -201,6 +201,7 @@ class ConnectionPool:
         """One exchange. ``headers`` must hold no hop-by-hop header; ``timeout`` covers connect,
         send and the full response."""
         loop = asyncio.get_running_loop()
+        ends = loop.time() + timeout
         conn = self._take_idle()
         if conn is None:
             conn = await self._connect(loop, timeout)
@@ -214,7 +215,7 @@ class ConnectionPool:
             parts += (name, b": ", value, b"\r\n")
         parts += (b"\r\n", body)
         transport.write(b"".join(parts))
-        timer = loop.call_later(timeout, _expire, waiter)
+        timer = loop.call_at(ends, _expire, waiter)  # what the connect took counts too
         try:
             response = await waiter
         except BaseException:

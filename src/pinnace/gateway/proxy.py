@@ -175,11 +175,6 @@ class Proxy:
                 break
             if attempt >= policy.attempts or time.monotonic() >= deadline:
                 break
-            if not route.budget.try_spend():
-                self.metrics.budget_exhausted(route.name).inc()
-                break
-            self.metrics.retries(route.name, reason).inc()
-            tried += (up,)
             delay = backoff(attempt - 1, policy.backoff_base_s, policy.backoff_max_s)
             remaining = deadline - time.monotonic()
             if delay >= remaining:
@@ -188,6 +183,11 @@ class Proxy:
                 await asyncio.sleep(max(remaining, 0.0))
                 raise DeadlineExceededError(f"route {route.name!r}: deadline of "
                                             f"{route.deadline:g}s passed")
+            if not route.budget.try_spend():
+                self.metrics.budget_exhausted(route.name).inc()
+                break
+            self.metrics.retries(route.name, reason).inc()
+            tried += (up,)
             if delay > 0:
                 await asyncio.sleep(delay)
         if isinstance(last, _Sent):

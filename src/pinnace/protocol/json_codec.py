@@ -123,17 +123,24 @@ def decode_request(
         raise InvalidInputError(f"malformed JSON: {exc}") from None
     except RecursionError:
         raise InvalidInputError("malformed JSON: nested too deeply") from None
+    items: list[_WireInput]
+    flats: list[np.ndarray | None] | None = None
+    if isinstance(wire, _LongWireRequest):
+        # Every input's data first, as the one-go decoder reads it: the same error comes first.
+        items, flats = [], []
+        for index, long_item in enumerate(wire.inputs):
+            item, flat = _long_input(long_item, index)
+            items.append(item)
+            flats.append(flat)
+    else:
+        items = wire.inputs
     offset = 0
     inputs = []
-    for each in wire.inputs:
-        array: np.ndarray | None = None
-        if isinstance(each, _LongWireInput):
-            item, array = _long_input(each, max_elements)
-        else:
-            item = each
+    for index, item in enumerate(items):
         size = _binary_size(item)
-        if array is not None:
-            data = array
+        flat = flats[index] if flats is not None else None
+        if flat is not None:
+            data = _shaped(item, flat, max_elements)
         elif size is not None:
             if offset + size > len(binary):
                 raise InvalidInputError(
@@ -229,9 +236,9 @@ def _binary_size(item: _WireInput) -> int | None:
     return size
 
 
-def _long_input(item: _LongWireInput, max_elements: int) -> tuple[_WireInput, np.ndarray | None]:
-    """The input with its data decoded, or (when its data is a long numeric array) without
-    data and with the array made by :func:`numbers`."""
+def _long_input(item: _LongWireInput, index: int) -> tuple[_WireInput, np.ndarray | None]:
+    """The input with its data decoded; or, when its data is a long flat numeric array,
+    without data and with that array (flat, for :func:`_shaped`)."""
     text = bytes(item.data)
     dtype = _JSON_DTYPES.get(item.datatype)
     shape = item.shape
@@ -242,22 +249,37 @@ def _long_input(item: _LongWireInput, max_elements: int) -> tuple[_WireInput, np
         and len(shape) <= MAX_RANK
         and not (shape and min(shape) < 0)
     ):
-        count = math.prod(shape)
-        if count > max_elements:
-            element_count(item.name, shape, max_elements)  # raises, with the message
-        array = numbers(text, dtype)
-        if array is not None:
-            if array.size != count:
-                raise InvalidInputError(
-                    f"input {item.name!r}: {array.size} data elements, but shape {shape} needs "
-                    f"{count}"
-                )
-            return _WireInput(item.name, shape, item.datatype, item.parameters), array.reshape(shape)
+        flat = numbers(text, dtype)
+        if flat is not None:
+            return _WireInput(item.name, shape, item.datatype, item.parameters), flat
     try:
         data = _data_decoder.decode(text) if text else None
     except msgspec.ValidationError as exc:
-        raise InvalidInputError(f"invalid inference request: {exc} (in input {item.name!r})") from None
+        raise InvalidInputError(f"invalid inference request: {_at(exc, index)}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInputError(f"malformed JSON: {_at(exc, index)}") from None
     return _WireInput(item.name, shape, item.datatype, item.parameters, data), None
+
+
+def _at(exc: msgspec.MsgspecError, index: int) -> str:
+    """The error of decoding one input's data alone, placed in the request as the one-go
+    decoder places it (``$[3]`` is ``$.inputs[0].data[3]``)."""
+    where = f"$.inputs[{index}].data"
+    message = str(exc)
+    return message.replace("`$", f"`{where}", 1) if "`$" in message else f"{message} - at `{where}`"
+
+
+def _shaped(item: _WireInput, flat: np.ndarray, max_elements: int) -> np.ndarray:
+    """The checks of :func:`_array_from_json`, for an array :func:`numbers` made."""
+    shape = item.shape
+    count = math.prod(shape)
+    if count > max_elements:
+        element_count(item.name, shape, max_elements)  # raises, with the message
+    if flat.size != count:
+        raise InvalidInputError(
+            f"input {item.name!r}: {flat.size} data elements, but shape {shape} needs {count}"
+        )
+    return flat.reshape(shape)
 
 
 def _array_from_json(item: _WireInput, max_elements: int) -> np.ndarray:
