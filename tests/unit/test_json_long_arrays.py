@@ -272,3 +272,16 @@ def test_long_and_one_go_decoding_agree_on_everything(
     long_path = _outcome(body)
     monkeypatch.setattr(json_codec, "LONG_DATA_BYTES", len(body) + 1)  # the one-go decoder
     assert long_path == _outcome(body)
+
+
+def test_the_threads_parser_is_kept_unless_the_array_was_dense() -> None:
+    """Up to 400,000 numbers the parser (and its buffers) stays for the next request; past
+    that its tape is replaced by a fresh parser's."""
+    kept = json_numbers._parsers.parser
+    sparse = ("[" + ",".join(["0.123456789012345678"] * 1000) + "]").encode()
+    assert json_numbers.numbers(sparse, np.dtype(np.float64)) is not None
+    assert json_numbers._parsers.parser is kept
+    dense = b"[" + b"1," * 400_000 + b"1]"
+    array = json_numbers.numbers(dense, np.dtype(np.int64))
+    assert array is not None and array.size == 400_001
+    assert json_numbers._parsers.parser is not kept
