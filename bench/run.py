@@ -631,7 +631,8 @@ def machine_facts() -> dict[str, str]:
     ).stdout.splitlines()
     versions = ", ".join(
         f"{name} {metadata.version(name)}"
-        for name in ("uvicorn", "uvloop", "httptools", "onnxruntime", "numpy", "msgspec")
+        for name in ("uvicorn", "uvloop", "httptools", "onnxruntime", "numpy", "msgspec",
+                     "pysimdjson", "orjson")
     )
     return {
         "CPU": f"{cpu}, nproc {os.cpu_count()}",
