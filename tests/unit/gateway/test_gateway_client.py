@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pinnace.gateway import client as client_module
-from pinnace.gateway.client import ConnectFailure, ConnectionPool, ConnectTimeout
+from pinnace.gateway.client import ConnectFailure, ConnectionPool, ConnectTimeout, TryTimeout
 
 
 class _NeverConnects(asyncio.SelectorEventLoop):
@@ -74,3 +74,50 @@ def test_an_idle_connection_past_its_time_is_not_reused(monkeypatch: pytest.Monk
             await asyncio.wait_for(asyncio.gather(*accepted), 5)
 
     asyncio.run(go())
+
+
+class _SlowConnects(asyncio.SelectorEventLoop):
+    """Connects take 0.2 s; records when each response timer is due."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.response_timers: list[float] = []
+
+    async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.2)
+        return await super().create_connection(*args, **kwargs)
+
+    def call_at(self, when: float, callback: Any, *args: Any,
+                context: Any = None) -> asyncio.TimerHandle:
+        if callback is client_module._expire:
+            self.response_timers.append(when)
+        return super().call_at(when, callback, *args, context=context)
+
+
+def test_the_try_timeout_counts_the_connect_too() -> None:
+    handlers: list[asyncio.Task[Any]] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)
+        await reader.read()  # never answers; returns when the pool closes its end
+        writer.close()
+
+    async def go(loop: _SlowConnects) -> None:
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = ConnectionPool("127.0.0.1", port, connect_timeout=5.0)
+        started = loop.time()
+        with pytest.raises(TryTimeout):
+            await pool.request(b"GET", b"/", [], b"", 0.5)
+        # Due 0.5 s after the request began, not 0.5 s after the 0.2 s connect ended.
+        assert loop.response_timers and loop.response_timers[0] - started < 0.6
+        pool.retire()
+        server.close()
+        await server.wait_closed()
+        await asyncio.wait_for(asyncio.gather(*handlers), 5)
+
+    loop = _SlowConnects()
+    with asyncio.Runner(loop_factory=lambda: loop) as runner:
+        runner.run(go(loop))
