@@ -247,13 +247,8 @@ def _long_input(item: _LongWireInput, index: int) -> tuple[_WireInput, np.ndarra
     text = bytes(item.data)
     dtype = _JSON_DTYPES.get(item.datatype)
     shape = item.shape
-    if (
-        len(text) >= LONG_DATA_BYTES
-        and dtype is not None
-        and not (item.parameters and "binary_data_size" in item.parameters)
-        and len(shape) <= MAX_RANK
-        and not (shape and min(shape) < 0)
-    ):
+    binary = item.parameters and "binary_data_size" in item.parameters
+    if len(text) >= LONG_DATA_BYTES and dtype is not None and not binary:
         flat = numbers(text, dtype)
         if flat is not None:
             return _WireInput(item.name, shape, item.datatype, item.parameters), flat
@@ -275,16 +270,12 @@ def _at(exc: msgspec.MsgspecError, index: int) -> str:
 
 
 def _shaped(item: _WireInput, flat: np.ndarray, max_elements: int) -> np.ndarray:
-    """The checks of :func:`_array_from_json`, for an array :func:`numbers` made."""
-    shape = item.shape
-    count = math.prod(shape)
-    if count > max_elements:
-        element_count(item.name, shape, max_elements)  # raises, with the message
+    """The checks of :func:`_array_from_json`, for an array :func:`numbers` made (the shape's
+    own checks included: a long array is rare enough to run them all)."""
+    count = element_count(item.name, item.shape, max_elements)
     if flat.size != count:
-        raise InvalidInputError(
-            f"input {item.name!r}: {flat.size} data elements, but shape {shape} needs {count}"
-        )
-    return flat.reshape(shape)
+        raise _wrong_count(item, flat.size, count)
+    return flat.reshape(item.shape)
 
 
 def _array_from_json(item: _WireInput, max_elements: int) -> np.ndarray:
@@ -302,9 +293,7 @@ def _array_from_json(item: _WireInput, max_elements: int) -> np.ndarray:
             f"input {item.name!r}: data does not fit datatype {item.datatype}: {_first_line(exc)}"
         ) from None
     if array.size != count:
-        raise InvalidInputError(
-            f"input {item.name!r}: {array.size} data elements, but shape {shape} needs {count}"
-        )
+        raise _wrong_count(item, array.size, count)
     return array.reshape(shape)
 
 
@@ -322,10 +311,14 @@ def _unusual_array_from_json(item: _WireInput, max_elements: int) -> np.ndarray:
     array = np.empty(len(flat), dtype=object)
     array[:] = [as_bytes(v) for v in flat]
     if array.size != count:
-        raise InvalidInputError(
-            f"input {item.name!r}: {array.size} data elements, but shape {item.shape} needs {count}"
-        )
+        raise _wrong_count(item, array.size, count)
     return array.reshape(item.shape)
+
+
+def _wrong_count(item: _WireInput, size: int, count: int) -> InvalidInputError:
+    return InvalidInputError(
+        f"input {item.name!r}: {size} data elements, but shape {item.shape} needs {count}"
+    )
 
 
 def _flatten(data: list[Any]) -> list[Any]:

@@ -25,13 +25,17 @@ LONG_DATA_BYTES: Final = 1024
 """JSON text from which an array takes this path: about 50 floats, where it starts to pay."""
 
 _BufferType = Literal["d", "i", "u"]
-_WIDE: Final[dict[str, tuple[_BufferType, np.dtype]]] = {
-    "f": ("d", np.dtype(np.float64)),
-    "i": ("i", np.dtype(np.int64)),
+_DOUBLES: Final[tuple[_BufferType, np.dtype]] = ("d", np.dtype(np.float64))
+_INT64: Final[tuple[_BufferType, np.dtype]] = ("i", np.dtype(np.int64))
+_READ_AS: Final[dict[np.dtype, tuple[_BufferType, np.dtype]]] = {
+    **{np.dtype(t): _DOUBLES for t in (np.float16, np.float32, np.float64)},
+    **{np.dtype(t): _INT64 for t in (np.int8, np.int16, np.int32, np.int64)},
+    # Unsigned types below 64 bits read as signed 64-bit, then range-checked like the rest.
+    **{np.dtype(t): _INT64 for t in (np.uint8, np.uint16, np.uint32)},
+    np.dtype(np.uint64): ("u", np.dtype(np.uint64)),
 }
-"""Per numpy kind: simdjson's buffer type and the dtype it holds. Unsigned types read as
-signed 64-bit (then range-checked) except UINT64, read as unsigned (``_UINT64``)."""
-_UINT64: Final[tuple[_BufferType, np.dtype]] = ("u", np.dtype(np.uint64))
+"""Per target dtype: simdjson's buffer type and the dtype that buffer holds (BOOL: none)."""
+
 _KEPT_PARSER_BYTES: Final = 8 << 20
 _KEPT_PARSER_NUMBERS: Final = 400_000
 """A parser keeps the buffers of the largest document it parsed (16 bytes of tape a number,
@@ -59,14 +63,8 @@ def numbers(text: bytes, dtype: np.dtype) -> np.ndarray | None:
     """``text`` (a JSON array) as a flat ``dtype`` array, or None when the usual path must
     decide: not a flat array of numbers (a nested or ragged one included), a number out of
     the type's range, a bool dtype."""
-    if dtype.kind == "u":
-        wide = _UINT64 if dtype.itemsize == 8 else _WIDE["i"]
-    else:
-        found = _WIDE.get(dtype.kind)
-        if found is None:
-            return None
-        wide = found
-    if not _flat(text):
+    wide = _READ_AS.get(dtype)
+    if wide is None or not _flat(text):
         return None
     of_type, wide_dtype = wide
     try:
