@@ -117,6 +117,15 @@ class _CoalescingTransport:
                 # vectored write.
                 self._transport.writelines((pending, data))
 
+    def write_whole(self, head: bytes, body: bytes) -> None:
+        """A whole response (head and body) at once, after any head still held back."""
+        if self._pending is not None:
+            head, self._pending = self._pending + head, None
+        if len(body) < _JOIN_BELOW:
+            self._transport.write(head + body)
+        else:
+            self._transport.writelines((head, body))
+
     def _flush(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None and not self._transport.is_closing():
@@ -126,11 +135,64 @@ class _CoalescingTransport:
         self._flush()
         self._transport.close()
 
+    def is_closing(self) -> bool:  # asked once per response: not through __getattr__
+        return self._transport.is_closing()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with coalesced writes and one keep-alive timer per idle
+    period instead of one per response.
+
+    uvicorn arms a timer after every response and cancels it when the next request's bytes
+    arrive: a timer created and freed per request (about 1.5 µs of CPU). Here the connection
+    notes when it went idle; the timer, armed once, closes it when it finds the connection
+    idle for ``timeout_keep_alive`` seconds, and otherwise waits for what is left.
+    """
+
+    coalescing: _CoalescingTransport
+    """The transport uvicorn writes to, typed as what it is."""
+    _idle_since: float | None = None
+    """When the last response went out with nothing after it; None while a request is read
+    or served."""
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        loop = asyncio.get_running_loop()
-        super().connection_made(_CoalescingTransport(transport, loop))  # type: ignore[arg-type]
+        self.coalescing = _CoalescingTransport(transport, asyncio.get_running_loop())
+        super().connection_made(self.coalescing)  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        super().connection_lost(exc)
+
+    def _unset_keepalive_if_required(self) -> None:
+        # uvicorn calls this as each read arrives: the connection is busy, the timer stays.
+        self._idle_since = None
+
+    def on_response_complete(self) -> None:
+        # uvicorn's, with the idle mark in place of a new timer.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        idle_since = self._idle_since
+        if idle_since is None:
+            return  # busy: the next response arms the timer again
+        left = idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
