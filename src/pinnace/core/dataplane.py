@@ -6,10 +6,13 @@ module knows HTTP or gRPC; errors are :class:`~pinnace.errors.PinnaceError` subc
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import msgspec
 
 from pinnace import __version__
 from pinnace.core.batcher import Batcher
@@ -19,6 +22,7 @@ from pinnace.core.stats import (
     InferenceStats,
     ModelStats,
     PayloadSink,
+    RequestRecord,
 )
 from pinnace.core.validation import SignatureCheck
 from pinnace.errors import InvalidInputError, ModelNotReadyError
@@ -32,7 +36,7 @@ from pinnace.protocol.types import (
     Tensor,
 )
 from pinnace.repository import ModelRepository, ModelState, ServedVersion
-from pinnace.repository.version import Scheduler
+from pinnace.repository.version import Arrays, Scheduler
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "schedule_policy"]
 
@@ -104,6 +108,21 @@ class DataPlane:
     # -- inference --------------------------------------------------------------------------
 
     async def infer(self, name: str, version: str | None, request: InferRequest) -> InferResponse:
+        inference = self.start(name, version, request)
+        try:
+            arrays = await inference.future
+        except BaseException:
+            self.failed(inference)
+            raise
+        return self.finish(inference, arrays)
+
+    def start(self, name: str, version: str | None, request: InferRequest) -> Inference:
+        """Check a request and queue it; :attr:`Inference.future` holds its outputs.
+
+        :meth:`infer` in two halves for a caller that waits without a task (the REST
+        listener's protocol): it hands the future's outcome to :meth:`finish` or
+        :meth:`failed`. Both halves run in the request's own context, which keeps its record.
+        """
         served = self.repository.get(name, version)
         plan = self._plans.get(id(served))
         if plan is None or plan.served is not served:
@@ -113,7 +132,7 @@ class DataPlane:
         started = time.perf_counter()
         record = None
         if self._new_record is not None:
-            # Kept in the task's context: the batcher fills it in, the transport's listener
+            # Kept in the request's context: the batcher fills it in, the transport's listener
             # reads it once the response is sent.
             record = self._new_record(name, plan.version, request.id)
             CURRENT_RECORD.set(record)
@@ -121,21 +140,30 @@ class DataPlane:
             checked = plan.check.check(request)
             params = request.parameters
             timeout_s = plan.timeout_s(params) if params else plan.default_timeout_s
-            arrays = await plan.scheduler.submit(
+            future = plan.scheduler.submit(
                 checked.inputs, checked.outputs, rows=checked.rows, key=checked.key, timeout_s=timeout_s
             )
         except BaseException:
             plan.stats.fail.add(time.perf_counter() - started)
             raise
+        return Inference(name, plan, request, record, started, future)
+
+    def failed(self, inference: Inference) -> None:
+        """The inference's future failed (or was cancelled)."""
+        inference.plan.stats.fail.add(time.perf_counter() - inference.started)
+
+    def finish(self, inference: Inference, arrays: Arrays) -> InferResponse:
+        """The response to a request whose outputs arrived."""
+        plan, request = inference.plan, inference.request
         types = plan.output_types
         outputs = []
         for out, arr in arrays.items():  # a loop, not a comprehension: no extra frame per request
             outputs.append(Tensor(out, types.get(out) or datatype_of(arr.dtype), arr))
-        response = InferResponse(name, outputs, plan.version, request.id)
-        plan.stats.success.add(time.perf_counter() - started)
+        response = InferResponse(inference.name, outputs, plan.version, request.id)
+        plan.stats.success.add(time.perf_counter() - inference.started)
         if plan.payload_log is not None and self._payloads is not None:
             self._payloads.offer(
-                name, plan.version, plan.payload_log.sample, request, response, record
+                inference.name, plan.version, plan.payload_log.sample, request, response, inference.record
             )
         return response
 
@@ -189,6 +217,17 @@ def scheduler_factory(
         )
 
     return make
+
+
+class Inference(msgspec.Struct, gc=False):
+    """A request the data plane has queued: what :meth:`DataPlane.finish` needs of it."""
+
+    name: str
+    plan: _Plan
+    request: InferRequest
+    record: RequestRecord | None
+    started: float
+    future: asyncio.Future[Arrays]
 
 
 class _Plan:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+import asyncio
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ class Scheduler(Protocol):
 
     def submit(
         self, inputs: Arrays, outputs: Sequence[str], *, rows: int, key: Hashable, timeout_s: float
-    ) -> Awaitable[Arrays]: ...
+    ) -> asyncio.Future[Arrays]: ...
 
     async def close(self, grace_s: float) -> None: ...
 
