@@ -26,6 +26,7 @@ from pinnace.core.dataplane import DataPlane, scheduler_factory
 from pinnace.observability.setup import Observability, build_observability
 from pinnace.repository import ModelRepository
 from pinnace.server.rest.app import RestApp
+from pinnace.server.rest.direct import DirectInferenceProtocol
 from pinnace.server.rest.management import ManagementApp
 from pinnace.serving import CoalescingHttpToolsProtocol
 from pinnace.settings import ServerSettings
@@ -41,13 +42,19 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _uvicorn(app: Any, host: str, port: int, settings: ServerSettings) -> _Server:
+def _uvicorn(
+    app: Any,
+    host: str,
+    port: int,
+    settings: ServerSettings,
+    protocol: type[asyncio.Protocol] = CoalescingHttpToolsProtocol,
+) -> _Server:
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="none",
-        http=CoalescingHttpToolsProtocol,
+        http=protocol,
         lifespan="off",
         access_log=False,
         log_config=None,
@@ -92,7 +99,10 @@ async def serve(settings: ServerSettings, *, data_socket: socket.socket | None =
         sagemaker=settings.sagemaker,
     )
     servers: list[tuple[_Server, list[socket.socket] | None]] = [
-        (_uvicorn(obs.wrap(rest), settings.host, settings.http_port, settings), [data_socket] if data_socket else None)
+        (
+            _uvicorn(obs.wrap(rest), settings.host, settings.http_port, settings, DirectInferenceProtocol),
+            [data_socket] if data_socket else None,
+        )
     ]
     if settings.management_port is not None:
         management = ManagementApp(dataplane, token)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
+import httptools
 import msgspec
 
 from pinnace.core.dataplane import DataPlane
@@ -40,8 +42,19 @@ log = logging.getLogger(__name__)
 MetricsHandler = Callable[[], tuple[bytes, bytes]]
 """Returns (content type, body) for ``GET /metrics``."""
 
-_HEADER_LENGTH = b"inference-header-content-length"
+HEADER_LENGTH = b"inference-header-content-length"
 _ROUTE_CACHE_SIZE = 1024
+
+
+class DirectTarget(NamedTuple):
+    """An inference route, as the request target named it."""
+
+    route: str
+    model: str
+    version: str
+    path: str
+    raw_path: bytes
+    query_string: bytes
 
 
 class RestApp:
@@ -67,6 +80,10 @@ class RestApp:
         self._worker: Headers = [(b"pinnace-worker", str(os.getpid()).encode())]
         self._routes: dict[tuple[str, str], tuple[str, str, str, Handler]] = {}
         """Routes already worked out, by (method, path): clients repeat the same few paths."""
+        self._infer_handler: Handler = self._infer
+        self._targets: dict[bytes, DirectTarget | None] = {}
+        """One bound method for every inference route, so that :meth:`direct_route` can tell
+        them apart by identity."""
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -75,14 +92,7 @@ class RestApp:
         route, model, version = "unknown", "", ""
         status = 500
         try:
-            key = (scope["method"], scope["path"])
-            found = self._routes.get(key)
-            if found is None:
-                found = self._route(scope)
-                if len(self._routes) >= _ROUTE_CACHE_SIZE:
-                    self._routes.clear()  # arbitrary paths from clients never grow it unbounded
-                self._routes[key] = found
-            route, model, version, handler = found
+            route, model, version, handler = self._find(scope["method"], scope["path"])
             status = await handler(scope, receive, send, model, version)
         except PinnaceError as exc:
             status = status_of(exc)
@@ -92,6 +102,12 @@ class RestApp:
         except Exception:
             log.exception("unhandled error on %s", route)
             await respond_error(send, 500, "internal server error")
+        self.finished(route, model, version, status, started, scope)
+
+    def finished(
+        self, route: str, model: str, version: str, status: int, started: float, scope: Scope
+    ) -> None:
+        """Tell the request listener (metrics, access log) how a request ended."""
         if self._listener is not None:
             self._listener.request_finished(
                 "rest", route, model, version, status, time.perf_counter() - started, scope
@@ -99,9 +115,46 @@ class RestApp:
 
     # -- routing ----------------------------------------------------------------------------
 
-    def _route(self, scope: Scope) -> tuple[str, str, str, Handler]:
-        parts = scope["path"].strip("/").split("/")
-        method = scope["method"]
+    def direct_target(self, url: bytes) -> DirectTarget | None:
+        """Where ``POST url`` goes when it is an inference request, else None.
+
+        The listener's protocol serves these without the ASGI cycle (see
+        :mod:`pinnace.server.rest.direct`); every other request, including a path that would
+        be an error, goes through ASGI as before. Worked out once per request target.
+        """
+        try:
+            return self._targets[url]
+        except KeyError:
+            pass
+        parsed = httptools.parse_url(url)
+        path = parsed.path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        target = None
+        try:
+            route, model, version, handler = self._find("POST", path)
+        except PinnaceError:
+            pass
+        else:
+            if handler is self._infer_handler:
+                target = DirectTarget(route, model, version, path, parsed.path, parsed.query or b"")
+        if len(self._targets) >= _ROUTE_CACHE_SIZE:
+            self._targets.clear()
+        self._targets[url] = target
+        return target
+
+    def _find(self, method: str, path: str) -> tuple[str, str, str, Handler]:
+        key = (method, path)
+        found = self._routes.get(key)
+        if found is None:
+            found = self._route(method, path)
+            if len(self._routes) >= _ROUTE_CACHE_SIZE:
+                self._routes.clear()  # arbitrary paths from clients never grow it unbounded
+            self._routes[key] = found
+        return found
+
+    def _route(self, method: str, path: str) -> tuple[str, str, str, Handler]:
+        parts = path.strip("/").split("/")
         n = len(parts)
         if parts[0] == "v2":
             if n >= 3 and parts[1] == "models":
@@ -129,14 +182,14 @@ class RestApp:
                 return _only("GET", method, "/ping", "", "", self._ready)
             if self._sagemaker and parts[0] == "invocations":
                 return _only("POST", method, "/invocations", "", "", self._invocations)
-        raise ModelNotFoundError(f"no route for {scope['path'][:100]!r}")
+        raise ModelNotFoundError(f"no route for {path[:100]!r}")
 
     def _model_route(
         self, method: str, base: str, model: str, version: str, rest: list[str]
     ) -> tuple[str, str, str, Handler]:
         action = rest[0] if len(rest) == 1 else ("" if not rest else None)
         if action == "infer":
-            return _only("POST", method, base + "/infer", model, version, self._infer)
+            return _only("POST", method, base + "/infer", model, version, self._infer_handler)
         if action == "":
             return _only("GET", method, base, model, version, self._model_metadata)
         if action == "ready":
@@ -149,13 +202,17 @@ class RestApp:
 
     # -- handlers: each returns the status it sent ------------------------------------------
 
+    async def infer(
+        self, model: str, version: str, body: bytes, json_length: int | None
+    ) -> tuple[bytes, int | None]:
+        """An inference request's whole body in, the response body out, with the length of
+        its JSON part when it carries binary tensors (None: all JSON)."""
+        request = decode_request(body, json_length, max_elements=self.max_elements)
+        response = await self.dataplane.infer(model, version or None, request)
+        return encode_response(response, request)
+
     async def _infer(self, scope: Scope, receive: Any, send: Any, model: str, version: str) -> int:
-        content_length = json_length = None
-        for name, value in scope["headers"]:  # one pass for both lengths
-            if name == b"content-length":
-                content_length = integer_header(value, "Content-Length")
-            elif name == _HEADER_LENGTH:
-                json_length = integer_header(value, "Inference-Header-Content-Length")
+        content_length, json_length = inference_lengths(scope["headers"])
         # read_body and respond, written out: two coroutines less on every inference request
         # (about 1 µs of CPU each time, measured in-process).
         cap = self.max_body_bytes
@@ -164,13 +221,11 @@ class RestApp:
         body = whole_body(message, cap)
         if body is None:
             body = await rest_of_body(receive, message, cap)
-        request = decode_request(body, json_length, max_elements=self.max_elements)
-        response = await self.dataplane.infer(model, version or None, request)
-        payload, json_length = encode_response(response, request)
+        payload, json_length = await self.infer(model, version, body, json_length)
         if json_length is None:
             start, end = response_messages(200, payload, JSON)
         else:
-            extra: Headers = [(_HEADER_LENGTH, str(json_length).encode())]
+            extra: Headers = [(HEADER_LENGTH, str(json_length).encode())]
             start, end = response_messages(200, payload, OCTETS, extra)
         await send(start)
         await send(end)
@@ -234,6 +289,18 @@ class RestApp:
 
 
 Handler = Callable[[Scope, Any, Any, str, str], Awaitable[int]]
+
+
+def inference_lengths(headers: Headers) -> tuple[int | None, int | None]:
+    """(Content-Length, Inference-Header-Content-Length) of a request, None where absent; one
+    pass over the headers for both."""
+    content_length = json_length = None
+    for name, value in headers:
+        if name == b"content-length":
+            content_length = integer_header(value, "Content-Length")
+        elif name == HEADER_LENGTH:
+            json_length = integer_header(value, "Inference-Header-Content-Length")
+    return content_length, json_length
 
 
 def _only(

@@ -1,0 +1,337 @@
+"""The data listener's protocol serves inference requests itself, without the ASGI cycle:
+same answers as the ASGI route, in order, within the same limits, told to the same listener.
+
+Each test runs the real listener (uvicorn, our protocol, the REST app, a loaded repository) in
+its own event loop on a loopback port, and speaks raw HTTP/1.1 to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pinnace.core.stats import CURRENT_RECORD, RequestRecord
+from pinnace.observability.setup import build_observability
+from pinnace.server.app import _uvicorn, build_dataplane
+from pinnace.server.rest import direct
+from pinnace.server.rest.app import RestApp
+from pinnace.server.rest.direct import DirectInferenceProtocol
+from pinnace.serving import CoalescingHttpToolsProtocol
+from pinnace.settings import ServerSettings
+from tests.conftest import EXAMPLES
+from tests.models import write_python_model
+
+IRIS = json.dumps(
+    {"id": "r1", "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+).encode()
+CAP = 4096
+
+SLOW = """
+    import time
+
+    class Model:
+        def predict(self, inputs):
+            x = inputs["x"]
+            if x[0, 0] < 0:
+                time.sleep(0.3)
+            return {"y": x * 2}
+"""
+"""Doubles its input; a negative first value makes it take 0.3 s (a request still in flight)."""
+
+
+def slow_body(first: float) -> bytes:
+    return json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [first]}]}).encode()
+
+
+class Recorder:
+    """The request listener: what each finished request was, with the data plane's record."""
+
+    def __init__(self) -> None:
+        self.finished: list[tuple[str, int, RequestRecord | None]] = []
+
+    def request_finished(
+        self,
+        protocol: str,
+        route: str,
+        model: str,
+        version: str,
+        status: int,
+        seconds: float,
+        scope: dict[str, Any] | None,
+    ) -> None:
+        self.finished.append((route, status, CURRENT_RECORD.get()))
+
+
+class CountingApp(RestApp):
+    """The REST app, counting the requests that reach it through ASGI."""
+
+    asgi_calls = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.asgi_calls += 1
+        await super().__call__(scope, receive, send)
+
+
+class Listener:
+    def __init__(self, app: CountingApp, recorder: Recorder, port: int) -> None:
+        self.app, self.recorder, self.port = app, recorder, port
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def exchange(self, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+        reader, writer = await self.connect()
+        writer.write(request)
+        try:
+            return await read_response(reader)
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    models = tmp_path / "models"
+    shutil.copytree(EXAMPLES / "iris", models / "iris")
+    write_python_model(
+        models,
+        "slow",
+        SLOW,
+        inputs=[{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
+        outputs=[{"name": "y", "datatype": "FP32", "shape": [-1, 1]}],
+    )
+    return models
+
+
+@asynccontextmanager
+async def listening(
+    repo: Path, protocol: type[asyncio.Protocol] = DirectInferenceProtocol, keep_alive_s: float | None = None
+) -> AsyncIterator[Listener]:
+    settings = ServerSettings(repository=repo, http_port=0)
+    obs = build_observability(settings)
+    dataplane = build_dataplane(settings, obs)
+    recorder = Recorder()
+    app = CountingApp(dataplane, max_body_bytes=CAP, max_elements=1 << 20, listener=recorder)
+    await dataplane.repository.load_all()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = _uvicorn(app, "127.0.0.1", 0, settings, protocol)
+    if keep_alive_s is not None:
+        server.config.timeout_keep_alive = keep_alive_s  # type: ignore[assignment]
+    serving = asyncio.create_task(server.serve([sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield Listener(app, recorder, sock.getsockname()[1])
+    finally:
+        server.should_exit = True
+        await serving
+        await dataplane.repository.unload_all()
+        obs.close()
+
+
+def post(path: str, body: bytes, *extra: str, version: str = "1.1") -> bytes:
+    head = [f"POST {path} HTTP/{version}", "Host: test", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head[:-4].split(b"\r\n")
+    status = int(lines[0].split(b" ")[1])
+    headers = dict(line.lower().split(b": ", 1) for line in lines[1:])
+    body = await reader.readexactly(int(headers[b"content-length"]))
+    return status, headers, body
+
+
+async def test_inference_skips_asgi_and_answers_as_asgi_does(repo: Path) -> None:
+    requests = [
+        post("/v2/models/iris/infer", IRIS),
+        post("/v2/models/iris/versions/1/infer", IRIS),
+        post("/v2/models/iris/infer", b"{oops"),
+        post("/v2/models/iris/infer", IRIS.replace(b'"FP32"', b'"FP64"')),
+        post("/v2/models/nope/infer", IRIS),
+        post("/v2/models/iris/versions/7/infer", IRIS),
+        post("/v2/models/iris/infer", IRIS, "Content-Type: application/json", "X-Request-Id: abc"),
+        post("/v2/models/iris/infer", b"x" * (CAP + 1)),
+    ]
+    # The binary extension, both ways: outputs asked for as binary.
+    binary_json = json.dumps(
+        {
+            "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    binary = binary_json + bytes(16)
+    requests.append(post("/v2/models/iris/infer", binary, f"Inference-Header-Content-Length: {len(binary_json)}"))
+    answers = {}
+    for protocol in (DirectInferenceProtocol, CoalescingHttpToolsProtocol):
+        async with listening(repo, protocol) as listener:
+            answers[protocol] = [await listener.exchange(request) for request in requests]
+            through_asgi = listener.app.asgi_calls
+        assert through_asgi == (0 if protocol is DirectInferenceProtocol else len(requests))
+    direct_answers, asgi_answers = answers[DirectInferenceProtocol], answers[CoalescingHttpToolsProtocol]
+    assert [status for status, _, _ in direct_answers] == [200, 200, 400, 400, 404, 404, 200, 413, 200]
+    assert direct_answers == asgi_answers
+    assert json.loads(direct_answers[0][2])["outputs"][0]["data"] == [0]
+    assert direct_answers[8][1][b"content-type"] == b"application/octet-stream"
+
+
+async def test_other_routes_still_go_through_asgi(repo: Path) -> None:
+    async with listening(repo) as listener:
+        status, _, _ = await listener.exchange(b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert status == 200
+        status, _, _ = await listener.exchange(b"GET /v2/models/iris/infer HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert status == 405
+        # Expect: 100-continue is ASGI's to answer.
+        reader, writer = await listener.connect()
+        head = post("/v2/models/iris/infer", IRIS, "Expect: 100-continue")
+        writer.write(head[: -len(IRIS)])
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(IRIS)
+        status, _, _ = await read_response(reader)
+        writer.close()
+        assert status == 200
+        assert listener.app.asgi_calls == 3
+
+
+async def test_pipelined_requests_are_answered_in_order(repo: Path) -> None:
+    async with listening(repo) as listener:
+        reader, writer = await listener.connect()
+        # A slow request, a fast one and a GET in one write: the fast one must wait its turn.
+        writer.write(
+            post("/v2/models/slow/infer", slow_body(-1.0))
+            + post("/v2/models/slow/infer", slow_body(4.0))
+            + b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n"
+            + post("/v2/models/iris/infer", IRIS)
+        )
+        answers = [await read_response(reader) for _ in range(4)]
+        writer.close()
+    assert [status for status, _, _ in answers] == [200, 200, 200, 200]
+    assert json.loads(answers[0][2])["outputs"][0]["data"] == [-2.0]
+    assert json.loads(answers[1][2])["outputs"][0]["data"] == [8.0]
+    assert answers[2][2] == b""
+    assert json.loads(answers[3][2])["model_name"] == "iris"
+
+
+async def test_concurrent_requests_keep_their_own_records(repo: Path) -> None:
+    async with listening(repo) as listener:
+        answers = await asyncio.gather(
+            listener.exchange(post("/v2/models/slow/infer", slow_body(-1.0))),
+            *(listener.exchange(post("/v2/models/iris/infer", IRIS)) for _ in range(5)),
+        )
+    assert [status for status, _, _ in answers] == [200] * 6
+    records = [record for _, _, record in listener.recorder.finished]
+    assert all(record is not None and record.batch_size >= 1 for record in records)
+    assert len({id(record) for record in records}) == 6
+    assert sorted(record.model for record in records if record is not None) == ["iris"] * 5 + ["slow"]
+
+
+async def test_chunked_body_and_the_body_limit(repo: Path) -> None:
+    async with listening(repo) as listener:
+        chunked = (
+            b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n%s\r\n" % (10, IRIS[:10])
+            + b"%x\r\n%s\r\n" % (len(IRIS) - 10, IRIS[10:])
+            + b"0\r\n\r\n"
+        )
+        status, _, body = await listener.exchange(chunked)
+        assert status == 200 and json.loads(body)["id"] == "r1"
+
+        # A declared length over the limit is refused before any of the body is sent.
+        reader, writer = await listener.connect()
+        writer.write(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
+        status, _, body = await read_response(reader)
+        writer.close()
+        assert status == 413 and b"exceeds the limit of 4096" in body
+
+        # A chunked body is refused as soon as it crosses the limit.
+        reader, writer = await listener.connect()
+        writer.write(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"%x\r\n%s\r\n" % (CAP + 1, b"x" * (CAP + 1)))
+        status, _, body = await read_response(reader)
+        writer.close()
+        assert status == 413
+    assert [status for _, status, _ in listener.recorder.finished] == [200, 413, 413]
+
+
+async def test_a_body_that_stalls_is_refused_and_the_connection_closed(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(direct, "BODY_TIMEOUT_S", 0.2)
+    async with listening(repo) as listener:
+        reader, writer = await listener.connect()
+        writer.write(post("/v2/models/iris/infer", IRIS)[:-5])
+        status, headers, body = await read_response(reader)
+        assert status == 400 and b"not received within 0.2s" in body
+        assert headers[b"connection"] == b"close"
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+
+async def test_http_1_0_closes_after_the_answer(repo: Path) -> None:
+    async with listening(repo) as listener:
+        reader, writer = await listener.connect()
+        writer.write(post("/v2/models/iris/infer", IRIS, version="1.0"))
+        status, headers, _ = await read_response(reader)
+        assert status == 200 and headers[b"connection"] == b"close"
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+
+async def test_a_client_gone_before_its_body_is_recorded_as_499(repo: Path) -> None:
+    async with listening(repo) as listener:
+        _, writer = await listener.connect()
+        writer.write(post("/v2/models/iris/infer", IRIS)[:-5])
+        await asyncio.sleep(0.05)
+        writer.close()
+        for _ in range(200):
+            if listener.recorder.finished:
+                break
+            await asyncio.sleep(0.01)
+    assert [(route, status) for route, status, _ in listener.recorder.finished] == [
+        ("/v2/models/{model}/infer", 499)
+    ]
+
+
+async def test_an_answer_for_a_client_gone_meanwhile_is_dropped(repo: Path) -> None:
+    async with listening(repo) as listener:
+        _, writer = await listener.connect()
+        writer.write(post("/v2/models/slow/infer", slow_body(-1.0)))
+        await asyncio.sleep(0.05)
+        writer.close()
+        for _ in range(200):
+            if listener.recorder.finished:
+                break
+            await asyncio.sleep(0.01)
+        # The listener stays healthy for the next client.
+        status, _, _ = await listener.exchange(post("/v2/models/iris/infer", IRIS))
+    assert status == 200
+    assert [status for _, status, _ in listener.recorder.finished] == [200, 200]
+
+
+async def test_idle_connections_close_after_the_keep_alive_timeout(repo: Path) -> None:
+    async with listening(repo, keep_alive_s=0.3) as listener:
+        busy_reader, busy_writer = await listener.connect()
+        idle_reader, idle_writer = await listener.connect()
+        idle_writer.write(post("/v2/models/iris/infer", IRIS))
+        assert (await read_response(idle_reader))[0] == 200
+        # A connection with a request every 0.1 s outlives the timeout; the idle one does not.
+        for _ in range(6):
+            busy_writer.write(post("/v2/models/iris/infer", IRIS))
+            assert (await read_response(busy_reader))[0] == 200
+            await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(idle_reader.read(), 5) == b""
+        busy_writer.write(post("/v2/models/iris/infer", IRIS))
+        assert (await read_response(busy_reader))[0] == 200
+        assert await asyncio.wait_for(busy_reader.read(), 5) == b""  # then it idles out too
+        busy_writer.close()
+        idle_writer.close()
