@@ -335,3 +335,26 @@ async def test_idle_connections_close_after_the_keep_alive_timeout(repo: Path) -
         assert await asyncio.wait_for(busy_reader.read(), 5) == b""  # then it idles out too
         busy_writer.close()
         idle_writer.close()
+
+
+async def test_a_client_that_pipelines_without_reading_gets_every_answer_in_order(repo: Path) -> None:
+    """3,000 requests in one write, nothing read until all are sent: the server's send buffer
+    fills, and every answer still arrives, once, in order."""
+    bodies = [
+        json.dumps(
+            {"id": str(i), "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [i, 0, 0, 0]}]}
+        ).encode()
+        for i in range(3000)
+    ]
+    async with listening(repo) as listener:
+        assert (await listener.exchange(post("/v2/models/iris/infer", IRIS)))[0] == 200  # warm
+        reader, writer = await listener.connect()
+        writer.write(b"".join(post("/v2/models/iris/infer", body) for body in bodies))
+        await asyncio.sleep(0.5)  # the server's send buffer fills while nothing is read
+        answers = [await read_response(reader) for _ in bodies]
+        writer.close()
+        # Served both ways: directly while nothing was in flight, through ASGI when pipelined
+        # behind a request in flight (uvicorn then stops reading until it is answered).
+        assert 0 < listener.app.asgi_calls < len(bodies)
+    assert [json.loads(body)["id"] for _, _, body in answers] == [str(i) for i in range(3000)]
+    assert {status for status, _, _ in answers} == {200}

@@ -15,7 +15,8 @@ The request stands in for uvicorn's cycle (``self.cycle``), so uvicorn's own han
 pipelined requests, graceful shutdown and keep-alive works unchanged around it: a request
 that arrives while one is in flight on the same connection is queued as an ASGI cycle and
 answered after it, in order. ``Expect: 100-continue``, upgrades and a server root path also
-go through ASGI.
+go through ASGI, and so does a request that arrives while the client is not reading its
+answers (the transport's buffer is full): ASGI's ``send`` waits for it.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class DirectInferenceProtocol(CoalescingHttpToolsProtocol):
             parser.get_method() == b"POST"
             and not self.expect_100_continue
             and (current is None or current.response_complete)  # else pipelined: ASGI queues it
+            and not self.flow.write_paused  # a client not reading its answers: ASGI waits for it
             and not parser.should_upgrade()
         ):
             target = rest.direct_target(self.url)
