@@ -485,7 +485,10 @@ def render(results: Results, machine: dict[str, str], argv: list[str]) -> str:
       "core 1 with one thread (`bench/wrk/post.lua` posts a fixed body; binary bodies carry "
       "`Inference-Header-Content-Length`). Each figure: 1 s warm-up, then the measured run.")
     w("- Floors, in the same run: **bare** = a constant ASGI answer for the same body and "
-      "connections; **in-process** = `bench/inprocess.py` pinned to core 0, one request at a "
+      "connections (the floor the targets are set against; the ratio columns divide by it); "
+      "**bare protocol** = the same uvicorn protocol answering the constant from its parser "
+      "callbacks, without ASGI, the way pinnace serves inference requests (iris scenarios); "
+      "**in-process** = `bench/inprocess.py` pinned to core 0, one request at a "
       "time: decode → `DataPlane.infer` (batcher, executor or loop thread, onnxruntime) → encode, "
       "no HTTP. Its request rate is 1 / mean latency, so `rps ÷ in-process` above 1 means "
       "batching or overlap beat one-at-a-time.")
