@@ -189,8 +189,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def _keep_alive_due(self) -> None:
         self.timeout_keep_alive_task = None
         idle_since = self._idle_since
-        if idle_since is None:
-            return  # busy: the next response arms the timer again
+        cycle = self.cycle
+        if idle_since is None or self.pipeline or (cycle is not None and not cycle.response_complete):
+            # Busy: the next response arms the timer again. A request whose head came in the
+            # read that carried the answer to the one before it is busy too, with no read since.
+            return
         left = idle_since + self.timeout_keep_alive - self.loop.time()
         if left > 0:
             self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)

@@ -82,8 +82,8 @@ class CountingApp(RestApp):
 
 
 class Listener:
-    def __init__(self, app: CountingApp, recorder: Recorder, port: int) -> None:
-        self.app, self.recorder, self.port = app, recorder, port
+    def __init__(self, app: CountingApp, recorder: Recorder, port: int, server: Any) -> None:
+        self.app, self.recorder, self.port, self.server = app, recorder, port, server
 
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection("127.0.0.1", self.port)
@@ -130,7 +130,7 @@ async def listening(
     while not server.started:
         await asyncio.sleep(0.01)
     try:
-        yield Listener(app, recorder, sock.getsockname()[1])
+        yield Listener(app, recorder, sock.getsockname()[1], server)
     finally:
         server.should_exit = True
         await serving
@@ -358,3 +358,72 @@ async def test_a_client_that_pipelines_without_reading_gets_every_answer_in_orde
         assert 0 < listener.app.asgi_calls < len(bodies)
     assert [json.loads(body)["id"] for _, _, body in answers] == [str(i) for i in range(3000)]
     assert {status for status, _, _ in answers} == {200}
+
+
+async def test_a_request_read_with_the_answer_before_it_is_not_cut_off_by_keep_alive(repo: Path) -> None:
+    """The 404 is answered inside the read that also brings the next request's head: the
+    connection is busy from then on, however long the next request takes."""
+    async with listening(repo, keep_alive_s=0.2) as listener:
+        reader, writer = await listener.connect()
+        writer.write(post("/v2/models/nope/infer", IRIS) + post("/v2/models/slow/infer", slow_body(-1.0)))
+        first, second = await read_response(reader), await read_response(reader)
+        # And one whose body is still coming when the keep-alive time has passed.
+        request = post("/v2/models/iris/infer", IRIS)
+        writer.write(post("/v2/models/nope/infer", IRIS) + request[:-5])
+        third = await read_response(reader)
+        await asyncio.sleep(0.5)
+        writer.write(request[-5:])
+        fourth = await read_response(reader)
+        writer.close()
+    assert [first[0], second[0], third[0], fourth[0]] == [404, 200, 404, 200]
+
+
+@pytest.mark.parametrize("protocol", [DirectInferenceProtocol, CoalescingHttpToolsProtocol])
+async def test_a_request_pipelined_behind_an_inference_starts_with_no_record(
+    repo: Path, protocol: type[asyncio.Protocol]
+) -> None:
+    """Through either route: uvicorn starts a pipelined request from inside the answer to the
+    one before it, which must not hand it its record (metrics would count it for that model)."""
+    async with listening(repo, protocol) as listener:
+        reader, writer = await listener.connect()
+        writer.write(post("/v2/models/slow/infer", slow_body(-1.0)) + b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        await read_response(reader)
+        await read_response(reader)
+        writer.close()
+    (infer_route, _, infer_record), (live_route, _, live_record) = listener.recorder.finished
+    assert infer_route == "/v2/models/{model}/infer" and infer_record is not None
+    assert live_route == "/v2/health/live" and live_record is None
+
+
+async def test_a_body_refused_part_way_is_not_kept(repo: Path) -> None:
+    async with listening(repo) as listener:
+        reader, writer = await listener.connect()
+        writer.write(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(3):
+            writer.write(b"%x\r\n%s\r\n" % (CAP // 2, b"x" * (CAP // 2)))
+        status, _, _ = await read_response(reader)
+        writer.write(b"1\r\nx\r\n")  # the client goes on sending the refused body
+        await asyncio.sleep(0.1)
+        (protocol,) = listener.server.server_state.connections
+        assert status == 413
+        assert protocol.cycle.response_complete and protocol.cycle.chunks == []
+        writer.write(b"0\r\n\r\n" + post("/v2/models/iris/infer", IRIS))
+        assert (await read_response(reader))[0] == 200  # then the connection serves on
+        writer.close()
+
+
+async def test_a_failing_listener_leaves_one_answer_and_the_connection_open(
+    repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fail(*args: Any) -> None:
+        raise RuntimeError("listener failed")
+
+    async with listening(repo) as listener:
+        listener.recorder.request_finished = fail  # type: ignore[method-assign]
+        reader, writer = await listener.connect()
+        writer.write(post("/v2/models/nope/infer", IRIS))
+        assert (await read_response(reader))[0] == 404
+        writer.write(post("/v2/models/iris/infer", IRIS))
+        assert (await read_response(reader))[0] == 200
+        writer.close()
+    assert "request listener failed" in caplog.text

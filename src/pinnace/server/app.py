@@ -65,6 +65,9 @@ def _uvicorn(
         # No X-Forwarded-* rewriting: it wraps every request in one more middleware, and
         # nothing here uses the client address for decisions.
         proxy_headers=False,
+        # Each ASGI task in a context of its own: a request pipelined behind another is started
+        # from inside the first one's answer, and would otherwise inherit its request record.
+        reset_contextvars=True,
     )
     return _Server(config)
 

@@ -94,11 +94,15 @@ class DirectInferenceProtocol(CoalescingHttpToolsProtocol):
         app = self.app
         # Anything around the app (tracing's middleware), a root path or a concurrency limit
         # must see every request: then all of them go through ASGI.
-        direct = isinstance(app, RestApp) and not self.root_path and self.limit_concurrency is None
-        self._rest: RestApp | None = app if direct else None
-        self._prefix = b"".join(
-            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+        # Default headers (Server, Date) are off in pinnace's configuration; with any, the
+        # direct path would have to rebuild its heads as uvicorn updates the Date each second.
+        direct = (
+            isinstance(app, RestApp)
+            and not self.root_path
+            and self.limit_concurrency is None
+            and not self.server_state.default_headers
         )
+        self._rest: RestApp | None = app if direct else None
         self._heads: dict[tuple[int, bytes], bytes] = {}
         """Each response head up to its Content-Length value, by status and content type."""
 
@@ -223,10 +227,7 @@ class DirectInferenceProtocol(CoalescingHttpToolsProtocol):
                     if request.timer is not None:
                         request.timer.cancel()
                     request.response_complete = True
-                    assert self._rest is not None
-                    self._rest.finished(
-                        request.route, request.model, request.version, 499, request.started, request.scope
-                    )
+                    self._tell_listener(request, 499)
         super().connection_lost(exc)
 
     # -- answering ----------------------------------------------------------------------------
@@ -290,8 +291,9 @@ class DirectInferenceProtocol(CoalescingHttpToolsProtocol):
         body: bytes,
         extra: Headers = _NO_HEADERS,
     ) -> None:
-        """Write the whole response, finish the request, and tell the listener."""
+        """Write the whole response, tell the listener, and finish the request."""
         request.response_complete = True
+        request.chunks = []  # a body refused part-way (413): the rest is read past, not kept
         if request.timer is not None:
             request.timer.cancel()
             request.timer = None
@@ -300,7 +302,7 @@ class DirectInferenceProtocol(CoalescingHttpToolsProtocol):
             head = self._heads.get((status, content_type))
             if head is None:
                 head = self._heads[status, content_type] = b"".join(
-                    (STATUS_LINE[status], self._prefix, b"content-type: ", content_type, b"\r\ncontent-length: ")
+                    (STATUS_LINE[status], b"content-type: ", content_type, b"\r\ncontent-length: ")
                 )
             if extra or not request.keep_alive:
                 parts = [b"%s%d\r\n" % (head, len(body))]
@@ -314,11 +316,21 @@ class DirectInferenceProtocol(CoalescingHttpToolsProtocol):
                     transport.close()
             else:
                 transport.write_whole(b"%s%d\r\n\r\n" % (head, len(body)), body)
+        # Before on_response_complete, which may start a pipelined request: the listener takes
+        # this request's record out of the context that request would inherit.
+        self._tell_listener(request, status)
         self.on_response_complete()
+
+    def _tell_listener(self, request: DirectRequest, status: int) -> None:
         assert self._rest is not None
-        self._rest.finished(
-            request.route, request.model, request.version, status, request.started, request.scope
-        )
+        try:
+            self._rest.finished(
+                request.route, request.model, request.version, status, request.started, request.scope
+            )
+        except Exception:
+            # Raised inside the parser's callbacks it would become "invalid HTTP request" and a
+            # second answer after the first; the answer is out, the connection stays as it is.
+            log.exception("request listener failed on %s", request.route)
 
     def _body_late(self, request: DirectRequest) -> None:
         request.timer = None
