@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import itertools
 import pickle
 import shutil
 from pathlib import Path
@@ -175,3 +177,57 @@ def test_loaded_model_predicts_like_onnxruntime(example_repo: Path) -> None:
     x = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
     assert session.run(["label"], {"input": x})[0].tolist() == [0]
     assert (example_repo / "iris" / "model.yaml").exists()
+
+
+TIMED_LOAD = """
+    import time
+    from pathlib import Path
+
+    class Model:
+        def __init__(self):
+            start = time.monotonic()
+            time.sleep(0.2)
+            with open(Path(__file__).parents[2] / "loads.txt", "a") as log:
+                log.write(f"{start} {time.monotonic()}\\n")
+
+        def predict(self, inputs):
+            return {"y": inputs["x"]}
+"""
+"""A model whose load takes 0.2 s and writes when it ran to REPO/loads.txt."""
+
+
+def _load_times(root: Path) -> list[tuple[float, float]]:
+    lines = (root / "loads.txt").read_text().split("\n")
+    return sorted((float(a), float(b)) for a, b in (line.split() for line in lines if line))
+
+
+async def test_a_runtimes_first_loads_take_turns_and_later_ones_run_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading a framework for the first time (its import, its native libraries) never
+    overlaps another first load; once loaded, models of that runtime load in parallel."""
+    from pinnace.repository import repository as repository_module
+    from tests.models import write_python_model
+
+    monkeypatch.setattr(repository_module, "_INITIALISED", set())
+    root = tmp_path / "repo"
+    signature = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}],
+    }
+    for name in ("a", "b", "c"):
+        write_python_model(root, name, TIMED_LOAD, warmup=False, **signature)
+    repo = repository(root)
+    await repo.load_all()  # all three start before any has finished: they take turns
+    first = _load_times(root)
+    assert len(first) == 3
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(first))
+
+    (root / "loads.txt").unlink()
+    for name in ("d", "e", "f"):
+        write_python_model(root, name, TIMED_LOAD, warmup=False, **signature)
+    await asyncio.gather(*(repo.load(name) for name in ("d", "e", "f")))
+    later = _load_times(root)
+    assert len(later) == 3
+    assert max(start for start, _ in later) < min(end for _, end in later)  # all at once
+    await repo.unload_all()

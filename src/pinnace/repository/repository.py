@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ from pinnace.repository.integrity import verify_version
 from pinnace.repository.paths import model_dir
 from pinnace.repository.state import ModelState
 from pinnace.repository.version import SchedulerFactory, ServedVersion
+from pinnace.runtimes.base import Runtime
 from pinnace.runtimes.registry import runtime_class
 
 log = logging.getLogger(__name__)
@@ -277,10 +279,28 @@ def select_versions(manifest: Manifest, directory: Path) -> tuple[list[int], lis
     return present[-latest:], []
 
 
+_FIRST_LOADS = threading.Lock()
+_INITIALISED: set[str] = set()
+"""Runtimes that have loaded a model in this process: their frameworks are imported."""
+
+
 def _load_version(manifest: Manifest, directory: Path, version_dir: Path, number: int) -> ServedVersion:
     """Runs in a worker thread: verify, load and warm up one version."""
     cls = runtime_class(manifest.runtime)
     verify_version(manifest, directory, version_dir, runs_code_on_load=cls.runs_code(manifest))
+    if manifest.runtime in _INITIALISED:
+        return _load_runtime(cls, manifest, version_dir, number)
+    # Models load in parallel threads, and a runtime's first load imports its framework and
+    # initialises its native libraries (torch, TensorFlow, OpenVINO...). Two of those at once
+    # can deadlock the process (concurrent dlopen and static initialisers; TensorFlow and
+    # torch are known to hang each other), so first loads take turns.
+    with _FIRST_LOADS:
+        served = _load_runtime(cls, manifest, version_dir, number)
+        _INITIALISED.add(manifest.runtime)
+        return served
+
+
+def _load_runtime(cls: type[Runtime], manifest: Manifest, version_dir: Path, number: int) -> ServedVersion:
     runtime = cls(manifest, version_dir)
     runtime.load()
     if manifest.warmup and manifest.inputs:
