@@ -88,6 +88,13 @@ class Listener:
     async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection("127.0.0.1", self.port)
 
+    async def finished(self, count: int) -> None:
+        """Wait (up to 5 s) until the listener has heard of ``count`` requests."""
+        for _ in range(500):
+            if len(self.recorder.finished) >= count:
+                return
+            await asyncio.sleep(0.01)
+
     async def exchange(self, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
         reader, writer = await self.connect()
         writer.write(request)
@@ -293,10 +300,7 @@ async def test_a_client_gone_before_its_body_is_recorded_as_499(repo: Path) -> N
         writer.write(post("/v2/models/iris/infer", IRIS)[:-5])
         await asyncio.sleep(0.05)
         writer.close()
-        for _ in range(200):
-            if listener.recorder.finished:
-                break
-            await asyncio.sleep(0.01)
+        await listener.finished(1)
     assert [(route, status) for route, status, _ in listener.recorder.finished] == [
         ("/v2/models/{model}/infer", 499)
     ]
@@ -308,10 +312,7 @@ async def test_an_answer_for_a_client_gone_meanwhile_is_dropped(repo: Path) -> N
         writer.write(post("/v2/models/slow/infer", slow_body(-1.0)))
         await asyncio.sleep(0.05)
         writer.close()
-        for _ in range(200):
-            if listener.recorder.finished:
-                break
-            await asyncio.sleep(0.01)
+        await listener.finished(1)
         # The listener stays healthy for the next client.
         status, _, _ = await listener.exchange(post("/v2/models/iris/infer", IRIS))
     assert status == 200

@@ -32,10 +32,10 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from pinnace.core.dataplane import Inference
 from pinnace.errors import InvalidInputError, PayloadTooLargeError, PinnaceError
-from pinnace.protocol.json_codec import decode_request, encode_json, encode_response
+from pinnace.protocol.json_codec import decode_request, encode_response
 from pinnace.repository.version import Arrays
 from pinnace.server.rest.app import HEADER_LENGTH, DirectTarget, RestApp, inference_lengths
-from pinnace.server.rest.errors import retry_after_header, status_of
+from pinnace.server.rest.errors import error_body, retry_after_header, status_of
 from pinnace.server.rest.http import JSON, OCTETS, Headers, Scope
 from pinnace.serving import BODY_TIMEOUT_S, CoalescingHttpToolsProtocol, refuse_declared
 
@@ -277,11 +277,10 @@ class DirectInferenceProtocol(CoalescingHttpToolsProtocol):
 
     def _answer_internal_error(self, request: DirectRequest) -> None:
         log.exception("unhandled error on %s", request.route)
-        self._answer(request, 500, JSON, encode_json({"error": "internal server error"}))
+        self._answer(request, 500, JSON, error_body("internal server error"))
 
     def _answer_error(self, request: DirectRequest, exc: PinnaceError) -> None:
-        body = encode_json({"error": exc.message})
-        self._answer(request, status_of(exc), JSON, body, retry_after_header(exc))
+        self._answer(request, status_of(exc), JSON, error_body(exc.message), retry_after_header(exc))
 
     def _answer(
         self,
@@ -299,27 +298,30 @@ class DirectInferenceProtocol(CoalescingHttpToolsProtocol):
             request.timer = None
         transport = self.coalescing
         if not request.disconnected and not transport.is_closing():
-            head = self._heads.get((status, content_type))
-            if head is None:
-                head = self._heads[status, content_type] = b"".join(
-                    (STATUS_LINE[status], b"content-type: ", content_type, b"\r\ncontent-length: ")
-                )
-            if extra or not request.keep_alive:
-                parts = [b"%s%d\r\n" % (head, len(body))]
-                for name, value in extra:
-                    parts += (name, b": ", value, b"\r\n")
-                if not request.keep_alive:
-                    parts.append(b"connection: close\r\n")
-                parts.append(b"\r\n")
-                transport.write_whole(b"".join(parts), body)
-                if not request.keep_alive:
-                    transport.close()
-            else:
-                transport.write_whole(b"%s%d\r\n\r\n" % (head, len(body)), body)
+            transport.write_whole(self._head(status, content_type, len(body), extra, request.keep_alive), body)
+            if not request.keep_alive:
+                transport.close()
         # Before on_response_complete, which may start a pipelined request: the listener takes
         # this request's record out of the context that request would inherit.
         self._tell_listener(request, status)
         self.on_response_complete()
+
+    def _head(self, status: int, content_type: bytes, length: int, extra: Headers, keep_alive: bool) -> bytes:
+        """The response head, as uvicorn writes it for the ASGI route's messages."""
+        start = self._heads.get((status, content_type))
+        if start is None:
+            start = self._heads[status, content_type] = b"".join(
+                (STATUS_LINE[status], b"content-type: ", content_type, b"\r\ncontent-length: ")
+            )
+        if not extra and keep_alive:
+            return b"%s%d\r\n\r\n" % (start, length)
+        parts = [b"%s%d\r\n" % (start, length)]
+        for name, value in extra:
+            parts += (name, b": ", value, b"\r\n")
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
 
     def _tell_listener(self, request: DirectRequest, status: int) -> None:
         assert self._rest is not None

@@ -6,6 +6,7 @@ import math
 from typing import Final
 
 from pinnace.errors import ErrorKind, PinnaceError
+from pinnace.protocol.json_codec import encode_json
 
 HTTP_STATUS: Final[dict[ErrorKind, int]] = {
     ErrorKind.INVALID_ARGUMENT: 400,
@@ -30,3 +31,8 @@ def retry_after_header(error: PinnaceError) -> list[tuple[bytes, bytes]]:
     if error.retry_after is None:
         return []
     return [(b"retry-after", str(max(1, math.ceil(error.retry_after))).encode())]
+
+
+def error_body(message: str) -> bytes:
+    """``{"error": message}``, the body of every error answer."""
+    return encode_json({"error": message})

@@ -7,6 +7,7 @@ from typing import Any
 
 from pinnace.errors import InvalidInputError
 from pinnace.protocol.json_codec import encode_json
+from pinnace.server.rest.errors import error_body
 from pinnace.serving import read_body as read_capped_body
 
 Scope = dict[str, Any]
@@ -66,4 +67,4 @@ async def respond_json(send: Any, status: int, value: Any, extra: Headers | None
 
 
 async def respond_error(send: Any, status: int, message: str, extra: Headers | None = None) -> None:
-    await respond(send, status, encode_json({"error": message}), JSON, extra)
+    await respond(send, status, error_body(message), JSON, extra)
