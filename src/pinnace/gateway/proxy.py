@@ -154,8 +154,7 @@ class Proxy:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise DeadlineExceededError(f"route {route.name!r}: deadline of "
-                                            f"{route.deadline:g}s passed")
+                raise _deadline_passed(route)
             up = self._pick(route, pool, key, tried)
             per_try = policy.per_try_timeout_s
             timeout = per_try if per_try is not None and per_try < remaining else remaining
@@ -181,8 +180,7 @@ class Proxy:
                 # No time for another try after the backoff: wait out the deadline and say so
                 # (the clock read after an early timer would allow one more, doomed, try).
                 await asyncio.sleep(max(remaining, 0.0))
-                raise DeadlineExceededError(f"route {route.name!r}: deadline of "
-                                            f"{route.deadline:g}s passed")
+                raise _deadline_passed(route)
             if not route.budget.try_spend():
                 self.metrics.budget_exhausted(route.name).inc()
                 break
@@ -193,8 +191,7 @@ class Proxy:
         if isinstance(last, _Sent):
             return last
         if out_of_time or (isinstance(last, TryTimeout) and time.monotonic() >= deadline):
-            raise DeadlineExceededError(f"route {route.name!r}: deadline of "
-                                        f"{route.deadline:g}s passed")
+            raise _deadline_passed(route)
         if not last.sent:
             raise UpstreamUnreachableError(f"pool {pool.name!r}: no upstream could be reached")
         raise UpstreamError(f"pool {pool.name!r}: upstream failed: {last}")
@@ -274,3 +271,7 @@ class Proxy:
                 up.outstanding -= 1
 
         return send
+
+
+def _deadline_passed(route: Route) -> DeadlineExceededError:
+    return DeadlineExceededError(f"route {route.name!r}: deadline of {route.deadline:g}s passed")

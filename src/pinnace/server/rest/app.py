@@ -81,9 +81,10 @@ class RestApp:
         self._routes: dict[tuple[str, str], tuple[str, str, str, Handler]] = {}
         """Routes already worked out, by (method, path): clients repeat the same few paths."""
         self._infer_handler: Handler = self._infer
-        self._targets: dict[bytes, DirectTarget | None] = {}
-        """One bound method for every inference route, so that :meth:`direct_route` can tell
+        """One bound method for every inference route, so that :meth:`direct_target` can tell
         them apart by identity."""
+        self._targets: dict[bytes, DirectTarget | None] = {}
+        """:meth:`direct_target`'s answers, by request target."""
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -202,15 +203,6 @@ class RestApp:
 
     # -- handlers: each returns the status it sent ------------------------------------------
 
-    async def infer(
-        self, model: str, version: str, body: bytes, json_length: int | None
-    ) -> tuple[bytes, int | None]:
-        """An inference request's whole body in, the response body out, with the length of
-        its JSON part when it carries binary tensors (None: all JSON)."""
-        request = decode_request(body, json_length, max_elements=self.max_elements)
-        response = await self.dataplane.infer(model, version or None, request)
-        return encode_response(response, request)
-
     async def _infer(self, scope: Scope, receive: Any, send: Any, model: str, version: str) -> int:
         content_length, json_length = inference_lengths(scope["headers"])
         # read_body and respond, written out: two coroutines less on every inference request
@@ -221,7 +213,9 @@ class RestApp:
         body = whole_body(message, cap)
         if body is None:
             body = await rest_of_body(receive, message, cap)
-        payload, json_length = await self.infer(model, version, body, json_length)
+        request = decode_request(body, json_length, max_elements=self.max_elements)
+        response = await self.dataplane.infer(model, version or None, request)
+        payload, json_length = encode_response(response, request)
         if json_length is None:
             start, end = response_messages(200, payload, JSON)
         else:

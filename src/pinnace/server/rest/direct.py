@@ -6,8 +6,10 @@ request uvicorn builds a ``RequestResponseCycle`` with an ``asyncio.Event``, han
 over through ``receive()``, checks every response header against two regular expressions in
 ``send()``, and runs the app in a task: about 13 µs of CPU, more than half of what a whole
 iris request costs beyond the bare app. Here a ``POST`` to an inference route collects its
-body in the parser's callbacks, runs :meth:`RestApp.infer` in a task, and writes the head and
-the body in one ``write``: the same decode, data plane and encode, the same status codes,
+body in the parser's callbacks, is decoded and queued (:meth:`DataPlane.start`) within the
+read that brought it, and is answered from the batcher future's done-callback
+(:meth:`DataPlane.finish`, encode), head and body in one ``write``; no task, no extra loop
+step. The same decode, data plane and encode, the same status codes,
 error bodies, ``Retry-After``, limits and listener calls (metrics, access log) as the ASGI
 route, which still serves these requests when tracing wraps the app in its middleware.
 
