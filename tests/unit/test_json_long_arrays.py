@@ -56,14 +56,17 @@ def _values(datatype: str) -> list[Any]:
 
 @pytest.fixture
 def simdjson_arrays(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray | None]:
-    """What each call of the simdjson path returned (None: it left the array to msgspec)."""
+    """What each array simdjson parsed became (None: it left the array to the usual path),
+    whether the body was parsed in one pass or the array's text alone."""
     seen: list[np.ndarray | None] = []
+    real = json_numbers.array_numbers
 
-    def spy(text: bytes, dtype: np.dtype) -> np.ndarray | None:
-        seen.append(json_numbers.numbers(text, dtype))
+    def spy(array: Any, dtype: np.dtype) -> np.ndarray | None:
+        seen.append(real(array, dtype))
         return seen[-1]
 
-    monkeypatch.setattr(json_codec, "numbers", spy)
+    monkeypatch.setattr(json_numbers, "array_numbers", spy)
+    monkeypatch.setattr(json_codec, "array_numbers", spy)
     return seen
 
 
@@ -91,7 +94,7 @@ def test_long_nested_arrays_take_the_usual_path_and_ragged_ones_are_refused(
     nested = [values[:COLUMNS], values[COLUMNS:]]
     expected = np.array(values, dtype=DTYPES[datatype]).reshape(ROWS, COLUMNS)
     assert _decode(_body(nested, datatype, [ROWS, COLUMNS])).tobytes() == expected.tobytes()
-    assert simdjson_arrays == [None]
+    assert simdjson_arrays == []  # simdjson would flatten it: never asked
     ragged = [values[: COLUMNS + 1], values[COLUMNS + 1 :]]  # the right count, the wrong rows
     with pytest.raises(InvalidInputError, match="does not fit datatype"):
         _decode(_body(ragged, datatype, [ROWS, COLUMNS]))
@@ -236,7 +239,10 @@ def _outcome(body: bytes) -> tuple[str, Any]:
         request = decode_request(body, None, max_elements=LIMIT)
     except Exception as exc:
         return type(exc).__name__, str(exc)
-    return "ok", [(t.name, t.data.dtype.str, t.data.shape, t.data.tobytes()) for t in request.inputs]
+    inputs = [(t.name, t.parameters, t.data.dtype.str, t.data.shape, t.data.tobytes())
+              for t in request.inputs]
+    outputs = [(o.name, o.parameters) for o in request.outputs or ()]
+    return "ok", (request.id, request.parameters, inputs, outputs)
 
 
 def _tensor(data: str, *, shape: str = "[600]", datatype: str = "FP32", name: str = "x") -> str:
@@ -264,14 +270,87 @@ _CASES = {
 }
 
 
-@pytest.mark.parametrize("inputs", list(_CASES.values()), ids=list(_CASES))
-def test_long_and_one_go_decoding_agree_on_everything(
-    inputs: str, monkeypatch: pytest.MonkeyPatch
+_PAD = '"id":"' + "p" * json_codec.ONE_PASS_BYTES + '"'
+"""Makes a body long enough to be parsed in one pass."""
+_BODIES = {
+    **{name: "{" + _PAD + ',"inputs":[' + inputs + "]}" for name, inputs in _CASES.items()},
+    "parameters and outputs": (
+        '{"parameters":{"binary_data_output":false,"k":{"n":1,"s":"t"}},' + _PAD
+        + ',"inputs":[' + _tensor(_LONG_ONES)[:-1] + ',"parameters":{"p":"v"}}],'
+        '"outputs":[{"name":"y","parameters":{"binary_data":false}},{"name":"z"}]}'
+    ),
+    "two inputs, one short": (
+        "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + ","
+        + _tensor("[1,2]", shape="[2]", datatype="INT64", name="b") + "]}"
+    ),
+    "BYTES and BOOL data": (
+        "{" + _PAD + ',"inputs":[' + _tensor('["a","b"]', shape="[2]", datatype="BYTES") + ","
+        + _tensor("[true,false]", shape="[2]", datatype="BOOL", name="b") + "]}"
+    ),
+    "null and absent data": (
+        "{" + _PAD + ',"inputs":[' + _tensor("null") + ","
+        + '{"name":"b","shape":[1],"datatype":"FP32"}]}'
+    ),
+    "unknown keys": '{"extra":{"x":1},' + _PAD + ',"inputs":[' + _tensor(_LONG_ONES)[:-1] + ',"more":1}]}',
+    "a key given twice": '{"id":"first",' + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
+    "an input's key given twice": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES)[:-1] + ',"name":"y"}]}',
+    "a parameter given twice": '{"parameters":{"a":1,"a":2},' + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
+    "a bracket in a string": '{"id":"[' + "p" * json_codec.ONE_PASS_BYTES + '","inputs":[' + _tensor(_LONG_ONES) + "]}",
+    "an array among the parameters": '{"parameters":{"l":[1,2]},' + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
+    "an id that is a number": '{"id":' + "1" * 300 + ',"parameters":{"p":"' + "p" * json_codec.ONE_PASS_BYTES + '"},"inputs":[' + _tensor(_LONG_ONES) + "]}",
+    "a float in the shape": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, shape="[600.0]") + "]}",
+    "a bool in the shape": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, shape="[true]") + "]}",
+    "a nested shape": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, shape="[[600]]") + "]}",
+    "outputs that are not a list": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + '],"outputs":{"name":"y"}}',
+    "an output without a name": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + '],"outputs":[{"parameters":{}}]}',
+    "no inputs": "{" + _PAD + "}",
+    "inputs that are not a list": "{" + _PAD + ',"inputs":' + _tensor(_LONG_ONES) + "}",
+    "a parameter past 64 bits": '{"parameters":{"n":' + "9" * 30 + "}," + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
+    "a lone surrogate": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, name="\\ud800") + "]}",
+    "the body is an array": "[" + ",".join(["1"] * json_codec.ONE_PASS_BYTES) + "]",
+    "malformed": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]",
+}
+
+
+@pytest.mark.parametrize("body", list(_BODIES.values()), ids=list(_BODIES))
+def test_one_pass_two_step_and_one_go_decoding_agree_on_everything(
+    body: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    body = ('{"id":"' + "p" * LONG_DATA_BYTES + '","inputs":[' + inputs + "]}").encode()
-    long_path = _outcome(body)
-    monkeypatch.setattr(json_codec, "LONG_DATA_BYTES", len(body) + 1)  # the one-go decoder
-    assert long_path == _outcome(body)
+    encoded = body.encode()
+    assert len(encoded) >= json_codec.ONE_PASS_BYTES
+    one_pass = _outcome(encoded)
+    monkeypatch.setattr(json_codec, "ONE_PASS_BYTES", len(encoded) + 1)  # msgspec, then simdjson
+    two_step = _outcome(encoded)
+    monkeypatch.setattr(json_codec, "LONG_DATA_BYTES", len(encoded) + 1)  # msgspec alone
+    assert one_pass == two_step == _outcome(encoded)
+
+
+def test_a_long_body_of_the_usual_shape_is_parsed_in_one_pass(
+    monkeypatch: pytest.MonkeyPatch, simdjson_arrays: list[np.ndarray | None]
+) -> None:
+    class Refuse:
+        def decode(self, body: bytes) -> None:
+            raise AssertionError("the two-step decoder ran")
+
+    monkeypatch.setattr(json_codec, "_long_decoder", Refuse())
+    request = decode_request(_BODIES["parameters and outputs"].encode(), None, max_elements=LIMIT)
+    assert request.inputs[0].data.tolist() == [1.0] * 600
+    assert request.parameters == {"binary_data_output": False, "k": {"n": 1, "s": "t"}}
+    assert request.outputs is not None and [o.name for o in request.outputs] == ["y", "z"]
+    assert len(simdjson_arrays) == 1 and simdjson_arrays[0] is not None
+    with pytest.raises(AssertionError, match="two-step"):  # an unusual body is left to it
+        decode_request(_BODIES["a key given twice"].encode(), None, max_elements=LIMIT)
+
+
+def test_a_body_parsed_in_one_pass_leaves_the_parser_free_or_replaces_a_dense_ones() -> None:
+    kept = json_numbers._parsers.parser
+    body = ("{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}").encode()
+    for _ in range(3):  # nothing of a document outlives its request
+        assert decode_request(body, None, max_elements=LIMIT).inputs[0].data.size == 600
+    assert json_numbers._parsers.parser is kept
+    dense = ('{"inputs":[' + _tensor("[" + "1," * 400_000 + "1]", shape="[400001]", datatype="INT64") + "]}")
+    assert decode_request(dense.encode(), None, max_elements=LIMIT).inputs[0].data.size == 400_001
+    assert json_numbers._parsers.parser is not kept
 
 
 def test_the_threads_parser_is_kept_unless_the_array_was_dense() -> None:
