@@ -65,6 +65,18 @@ def test_token_is_required(fresh_repo: Path) -> None:
         }
 
 
+def test_a_load_body_that_is_not_json_gets_400_and_changes_nothing(fresh_repo: Path) -> None:
+    with running_server(fresh_repo, grpc=False) as server:
+        for body in (b"{oops", b'{"parameters": {"x": "\xff"}}'):  # the second: not UTF-8
+            answer = httpx.post(
+                f"{server.management_url}/v2/repository/models/iris/load",
+                headers=server.management_headers(), content=body, timeout=60,
+            )
+            assert answer.status_code == 400, answer.text
+            assert answer.json() == {"error": "malformed JSON body"}
+        assert httpx.get(f"{server.url}/v2/models/iris/ready").status_code == 200
+
+
 def test_reload_and_unload_under_traffic_lose_nothing(fresh_repo: Path) -> None:
     write_python_model(fresh_repo, "slow", SLOW, **SLOW_SIGNATURE)
     with running_server(fresh_repo, grpc=False) as server:

@@ -64,6 +64,7 @@ def _length(data: bytes) -> int:
     [
         (b"{oops", 400, "malformed JSON"),
         (b"", 400, "malformed JSON"),
+        (b'{"inputs":[{"name":"\xff","shape":[1],"datatype":"FP32","data":[1]}]}', 400, "not UTF-8"),
         ({"inputs": "x"}, 400, "invalid inference request"),
         (with_input(datatype="FLOAT32"), 400, "unknown datatype 'FLOAT32'"),
         (with_input(shape=[1, 5]), 400, "5 data elements, but shape [1, 5] needs 5".replace("5 data", "4 data")),

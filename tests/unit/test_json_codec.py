@@ -66,6 +66,7 @@ def test_json_nested_data_and_bytes() -> None:
     ("payload", "message"),
     [
         (b"{not json", "malformed JSON"),
+        (b'{"inputs": [], "id": "\xffx"}', "a string is not UTF-8 (invalid start byte)"),
         (b'{"inputs": 3}', "invalid inference request"),
         (body([{"name": "x", "shape": [2], "datatype": "FLOAT", "data": [1, 2]}]), "unknown datatype 'FLOAT'"),
         (body([{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}]), "2 data elements, but shape [3] needs 3"),

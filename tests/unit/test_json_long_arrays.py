@@ -308,6 +308,15 @@ _BODIES = {
     "a parameter past 64 bits": '{"parameters":{"n":' + "9" * 30 + "}," + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
     "a lone surrogate": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, name="\\ud800") + "]}",
     "the body is an array": "[" + ",".join(["1"] * json_codec.ONE_PASS_BYTES) + "]",
+    "a byte-order mark first": "\ufeff{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
+    "objects nested 1,000 deep in the parameters": (
+        '{"parameters":' + '{"a":' * 1000 + "1" + "}" * 1000 + "," + _PAD + ',"inputs":['
+        + _tensor(_LONG_ONES) + "]}"
+    ),
+    "100 objects in the parameters": (
+        '{"parameters":{' + ",".join(f'"k{i}":{{"n":{i}}}' for i in range(100)) + "}," + _PAD
+        + ',"inputs":[' + _tensor(_LONG_ONES) + "]}"
+    ),
     "malformed": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]",
 }
 
@@ -340,6 +349,17 @@ def test_a_long_body_of_the_usual_shape_is_parsed_in_one_pass(
     assert len(simdjson_arrays) == 1 and simdjson_arrays[0] is not None
     with pytest.raises(AssertionError, match="two-step"):  # an unusual body is left to it
         decode_request(_BODIES["a key given twice"].encode(), None, max_elements=LIMIT)
+
+
+def test_a_string_that_is_not_utf8_is_refused_on_every_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = ("{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, name="NAME") + "]}").encode()
+    body = body.replace(b"NAME", b"\xff")
+    messages = [_outcome(body)]
+    monkeypatch.setattr(json_codec, "ONE_PASS_BYTES", len(body) + 1)
+    messages.append(_outcome(body))
+    monkeypatch.setattr(json_codec, "LONG_DATA_BYTES", len(body) + 1)
+    messages.append(_outcome(body))
+    assert messages == [("InvalidInputError", "malformed JSON: a string is not UTF-8 (invalid start byte)")] * 3
 
 
 def test_a_body_parsed_in_one_pass_leaves_the_parser_free_or_replaces_a_dense_ones() -> None:

@@ -197,7 +197,7 @@ class PoolWatcher:
                             resp.status)
                 return None
             entries = self._index_decoder.decode(resp.body)
-        except (UpstreamFailure, msgspec.DecodeError) as exc:
+        except (UpstreamFailure, ValueError) as exc:  # ValueError: msgspec's, or not UTF-8
             log.warning("pool %s: cannot read the index of %s: %s", self.pool.name,
                         up.address, exc)
             return None

@@ -93,7 +93,7 @@ def _merged_index(responses: list[Response]) -> Reply:
     for resp in responses:
         try:
             entries = msgspec.json.decode(resp.body)
-        except msgspec.DecodeError:
+        except ValueError:  # msgspec.DecodeError, or UnicodeDecodeError for a string not UTF-8
             continue
         for e in entries if isinstance(entries, list) else []:
             if not isinstance(e, dict) or "name" not in e:

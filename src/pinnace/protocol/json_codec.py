@@ -135,14 +135,17 @@ def decode_request(
             wire = _decoder.decode(header)
         else:
             whole = None
-            if len(header) >= ONE_PASS_BYTES and type(header) is bytes:
-                # (The JSON part of a binary body, a memoryview, is rarely long: two steps.)
+            # (The JSON part of a binary body, a memoryview, is rarely long: two steps. simdjson
+            # skips a byte-order mark that msgspec refuses: two steps, which refuse it.)
+            if len(header) >= ONE_PASS_BYTES and type(header) is bytes and not header.startswith(_BOM):
                 whole = read_document(header, _from_document, header)
             wire, flats = whole or _from_long(_long_decoder.decode(header))
     except msgspec.ValidationError as exc:
         raise InvalidInputError(f"invalid inference request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise InvalidInputError(f"malformed JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec's error for a string that is not UTF-8
+        raise InvalidInputError(f"malformed JSON: a string is not UTF-8 ({exc.reason})") from None
     except RecursionError:
         raise InvalidInputError("malformed JSON: nested too deeply") from None
     offset = 0
@@ -279,6 +282,12 @@ def _long_input(item: _LongWireInput, index: int) -> tuple[_WireInput, np.ndarra
     return _WireInput(item.name, shape, item.datatype, item.parameters, data), None
 
 
+_BOM: Final = b"\xef\xbb\xbf"
+_MOST_OBJECTS: Final = 256
+"""Objects ("{") a body may hold for :func:`_from_document`: no deeper than that, so never
+past msgspec's own depth limit, which the two-step path would reach."""
+
+
 class _Unusual(Exception):
     """Something :func:`_from_document` leaves to the two-step decoder (and its messages)."""
 
@@ -316,7 +325,11 @@ def _read_request(text: bytes, document: Document) -> tuple[_WireRequest, dict[i
         arrays += 1
     parsed = [_input(item) for item in _array(_field(document, keys, "inputs"))]
     arrays += 1 + sum(1 + (data is not None) for _, data in parsed)
-    if _brackets(text, arrays) != arrays:  # a nested array, or a "[" in a string
+    if _count(text, b"[", arrays) != arrays:  # a nested array, or a "[" in a string
+        raise _Unusual
+    if _count(text, b"{", _MOST_OBJECTS) > _MOST_OBJECTS:
+        # Possibly nested deeper than msgspec goes (its limit is Python's recursion limit, less
+        # the caller's depth): two steps, which refuse it as msgspec does.
         raise _Unusual
     inputs = []
     flats = {}
@@ -385,13 +398,13 @@ def _field(value: Document, keys: set[str], key: str) -> Document:
     return value[key] if key in keys else None
 
 
-def _brackets(text: bytes, most: int) -> int:
-    """How many "[" ``text`` holds, counting no further than one past ``most`` (``find`` is
-    a ``memchr``; ``count`` is several times slower)."""
-    found, at = 0, text.find(b"[")
+def _count(text: bytes, byte: bytes, most: int) -> int:
+    """How many times ``byte`` is in ``text``, counting no further than one past ``most``
+    (``find`` is a ``memchr``; ``count`` is several times slower)."""
+    found, at = 0, text.find(byte)
     while at != -1 and found <= most:
         found += 1
-        at = text.find(b"[", at + 1)
+        at = text.find(byte, at + 1)
     return found
 
 

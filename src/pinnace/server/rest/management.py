@@ -98,7 +98,7 @@ def _parameters(body: bytes) -> dict[str, Any]:
         return {}
     try:
         value = msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError):
+    except (ValueError, RecursionError):  # msgspec.DecodeError, or UnicodeDecodeError
         raise InvalidInputError("malformed JSON body") from None
     if not isinstance(value, dict):
         raise InvalidInputError("the body must be a JSON object")
