@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pinnace.errors import InvalidInputError, PayloadTooLargeError
-from pinnace.protocol import json_codec, json_numbers
+from pinnace.protocol import json_codec, json_long, json_numbers
 from pinnace.protocol.json_codec import decode_request, encode_response
 from pinnace.protocol.json_numbers import LONG_DATA_BYTES
 from pinnace.protocol.types import InferRequest, InferResponse, RequestedOutput, Tensor
@@ -66,7 +66,7 @@ def simdjson_arrays(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray | None]:
         return seen[-1]
 
     monkeypatch.setattr(json_numbers, "array_numbers", spy)
-    monkeypatch.setattr(json_codec, "array_numbers", spy)
+    monkeypatch.setattr(json_long, "array_numbers", spy)
     return seen
 
 
@@ -270,7 +270,7 @@ _CASES = {
 }
 
 
-_PAD = '"id":"' + "p" * json_codec.ONE_PASS_BYTES + '"'
+_PAD = '"id":"' + "p" * json_long.ONE_PASS_BYTES + '"'
 """Makes a body long enough to be parsed in one pass."""
 _BODIES = {
     **{name: "{" + _PAD + ',"inputs":[' + inputs + "]}" for name, inputs in _CASES.items()},
@@ -295,9 +295,9 @@ _BODIES = {
     "a key given twice": '{"id":"first",' + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
     "an input's key given twice": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES)[:-1] + ',"name":"y"}]}',
     "a parameter given twice": '{"parameters":{"a":1,"a":2},' + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
-    "a bracket in a string": '{"id":"[' + "p" * json_codec.ONE_PASS_BYTES + '","inputs":[' + _tensor(_LONG_ONES) + "]}",
+    "a bracket in a string": '{"id":"[' + "p" * json_long.ONE_PASS_BYTES + '","inputs":[' + _tensor(_LONG_ONES) + "]}",
     "an array among the parameters": '{"parameters":{"l":[1,2]},' + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
-    "an id that is a number": '{"id":' + "1" * 300 + ',"parameters":{"p":"' + "p" * json_codec.ONE_PASS_BYTES + '"},"inputs":[' + _tensor(_LONG_ONES) + "]}",
+    "an id that is a number": '{"id":' + "1" * 300 + ',"parameters":{"p":"' + "p" * json_long.ONE_PASS_BYTES + '"},"inputs":[' + _tensor(_LONG_ONES) + "]}",
     "a float in the shape": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, shape="[600.0]") + "]}",
     "a bool in the shape": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, shape="[true]") + "]}",
     "a nested shape": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, shape="[[600]]") + "]}",
@@ -307,7 +307,7 @@ _BODIES = {
     "inputs that are not a list": "{" + _PAD + ',"inputs":' + _tensor(_LONG_ONES) + "}",
     "a parameter past 64 bits": '{"parameters":{"n":' + "9" * 30 + "}," + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
     "a lone surrogate": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, name="\\ud800") + "]}",
-    "the body is an array": "[" + ",".join(["1"] * json_codec.ONE_PASS_BYTES) + "]",
+    "the body is an array": "[" + ",".join(["1"] * json_long.ONE_PASS_BYTES) + "]",
     "a byte-order mark first": "\ufeff{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
     "objects nested 1,000 deep in the parameters": (
         '{"parameters":' + '{"a":' * 1000 + "1" + "}" * 1000 + "," + _PAD + ',"inputs":['
@@ -326,9 +326,9 @@ def test_one_pass_two_step_and_one_go_decoding_agree_on_everything(
     body: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     encoded = body.encode()
-    assert len(encoded) >= json_codec.ONE_PASS_BYTES
+    assert len(encoded) >= json_long.ONE_PASS_BYTES
     one_pass = _outcome(encoded)
-    monkeypatch.setattr(json_codec, "ONE_PASS_BYTES", len(encoded) + 1)  # msgspec, then simdjson
+    monkeypatch.setattr(json_long, "ONE_PASS_BYTES", len(encoded) + 1)  # msgspec, then simdjson
     two_step = _outcome(encoded)
     monkeypatch.setattr(json_codec, "LONG_DATA_BYTES", len(encoded) + 1)  # msgspec alone
     assert one_pass == two_step == _outcome(encoded)
@@ -341,7 +341,7 @@ def test_a_long_body_of_the_usual_shape_is_parsed_in_one_pass(
         def decode(self, body: bytes) -> None:
             raise AssertionError("the two-step decoder ran")
 
-    monkeypatch.setattr(json_codec, "_long_decoder", Refuse())
+    monkeypatch.setattr(json_long, "_long_decoder", Refuse())
     request = decode_request(_BODIES["parameters and outputs"].encode(), None, max_elements=LIMIT)
     assert request.inputs[0].data.tolist() == [1.0] * 600
     assert request.parameters == {"binary_data_output": False, "k": {"n": 1, "s": "t"}}
@@ -355,7 +355,7 @@ def test_a_string_that_is_not_utf8_is_refused_on_every_path(monkeypatch: pytest.
     body = ("{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, name="NAME") + "]}").encode()
     body = body.replace(b"NAME", b"\xff")
     messages = [_outcome(body)]
-    monkeypatch.setattr(json_codec, "ONE_PASS_BYTES", len(body) + 1)
+    monkeypatch.setattr(json_long, "ONE_PASS_BYTES", len(body) + 1)
     messages.append(_outcome(body))
     monkeypatch.setattr(json_codec, "LONG_DATA_BYTES", len(body) + 1)
     messages.append(_outcome(body))

@@ -10,22 +10,17 @@ Outputs are returned as binary when the request asks (``binary_data`` per output
 from __future__ import annotations
 
 import math
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 import numpy as np
 import orjson
-import simdjson
 
 from pinnace.errors import InvalidInputError
-from pinnace.protocol.datatypes import DATATYPES, dtype_of
-from pinnace.protocol.json_numbers import (
-    LONG_DATA_BYTES,
-    Document,
-    array_numbers,
-    numbers,
-    read_document,
-)
+from pinnace.protocol.datatypes import dtype_of
+from pinnace.protocol.json_long import decode_long
+from pinnace.protocol.json_numbers import LONG_DATA_BYTES
+from pinnace.protocol.json_wire import JSON_DTYPES, WireInput, WireRequest
 from pinnace.protocol.tensors import (
     MAX_RANK,
     array_from_bytes,
@@ -34,44 +29,6 @@ from pinnace.protocol.tensors import (
     element_count,
 )
 from pinnace.protocol.types import InferRequest, InferResponse, RequestedOutput, Tensor
-
-
-class _WireInput(msgspec.Struct):
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any] | None = None
-
-
-class _LongWireInput(msgspec.Struct):
-    """An input of a long body: its data kept as JSON text, for :func:`numbers`."""
-
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: msgspec.Raw = msgspec.Raw()
-    """Empty when absent."""
-
-
-class _WireOutput(msgspec.Struct):
-    name: str
-    parameters: dict[str, Any] | None = None
-
-
-class _WireRequest(msgspec.Struct):
-    inputs: list[_WireInput]
-    id: str | None = None
-    parameters: dict[str, Any] | None = None
-    outputs: list[_WireOutput] | None = None
-
-
-class _LongWireRequest(msgspec.Struct):
-    inputs: list[_LongWireInput]
-    id: str | None = None
-    parameters: dict[str, Any] | None = None
-    outputs: list[_WireOutput] | None = None
 
 
 class _WireTensorOut(msgspec.Struct, omit_defaults=True):
@@ -94,23 +51,13 @@ class _WireResponse(msgspec.Struct, omit_defaults=True, kw_only=True):
     """Required, so it is written even when empty."""
 
 
-_decoder = msgspec.json.Decoder(_WireRequest)
-_long_decoder = msgspec.json.Decoder(_LongWireRequest)
-_data_decoder = msgspec.json.Decoder(list[Any] | None)
+_decoder = msgspec.json.Decoder(WireRequest)
 _encoder = msgspec.json.Encoder()
 _NO_BINARY = memoryview(b"")
-_JSON_DTYPES = {name: dtype_of(name) for name in DATATYPES if name not in ("BYTES", "BF16")}
-"""Datatypes whose JSON data numpy converts in one call."""
-_ORJSON_DTYPES = frozenset(_JSON_DTYPES.values())
+_ORJSON_DTYPES = frozenset(JSON_DTYPES.values())
 """The numpy dtypes orjson writes itself (what a model returns, whatever its declared type)."""
 _ORJSON_FROM = 16
 """Elements from which orjson writes an output faster than ``tolist`` and msgspec."""
-ONE_PASS_BYTES: Final = 8192
-"""JSON from which a request is parsed by simdjson in one pass (:func:`_from_document`)
-rather than in two (msgspec, then simdjson for each long array). One pass saves msgspec's
-scan over the numbers but reads the document through simdjson's Python objects, which costs
-more than that scan below about 8 KB (256 floats, 5 KB: 11.8 against 10.5 µs; 1,024 floats,
-21 KB: 26 against 31 µs; a 1 MiB FP32 tensor, 5 MB: 6.5 against 11.9 ms)."""
 
 
 def decode_request(
@@ -126,20 +73,13 @@ def decode_request(
             )
         view = memoryview(body)
         header, binary = view[:json_length], view[json_length:]
-    # A body too short to hold a long array decodes in one go. A long one is parsed by
-    # simdjson whole when it has the usual shape; otherwise (and below ONE_PASS_BYTES) msgspec
-    # keeps each input's data as text until it is known which path suits it.
+    # A body too short to hold a long array decodes in one go; a longer one as json_long says.
     flats: dict[int, np.ndarray] | None = None
     try:
         if len(header) < LONG_DATA_BYTES:
             wire = _decoder.decode(header)
         else:
-            whole = None
-            # (The JSON part of a binary body, a memoryview, is rarely long: two steps. simdjson
-            # skips a byte-order mark that msgspec refuses: two steps, which refuse it.)
-            if len(header) >= ONE_PASS_BYTES and type(header) is bytes and not header.startswith(_BOM):
-                whole = read_document(header, _from_document, header)
-            wire, flats = whole or _from_long(_long_decoder.decode(header))
+            wire, flats = decode_long(header)
     except msgspec.ValidationError as exc:
         raise InvalidInputError(f"invalid inference request: {exc}") from None
     except msgspec.DecodeError as exc:
@@ -237,7 +177,7 @@ def encode_json(value: Any) -> bytes:
     return _encoder.encode(value)
 
 
-def _binary_size(item: _WireInput) -> int | None:
+def _binary_size(item: WireInput) -> int | None:
     if not item.parameters or "binary_data_size" not in item.parameters:
         return None
     size = item.parameters["binary_data_size"]
@@ -248,176 +188,8 @@ def _binary_size(item: _WireInput) -> int | None:
     return size
 
 
-def _from_long(wire: _LongWireRequest) -> tuple[_WireRequest, dict[int, np.ndarray]]:
-    """The request as the one-go decoder gives it, and {input index: flat array} for the
-    inputs :func:`numbers` took. Every input's data is decoded here, before any is checked,
-    as the one-go decoder does: the same error comes first."""
-    items = []
-    flats = {}
-    for index, long_item in enumerate(wire.inputs):
-        item, flat = _long_input(long_item, index)
-        items.append(item)
-        if flat is not None:
-            flats[index] = flat
-    return _WireRequest(items, wire.id, wire.parameters, wire.outputs), flats
-
-
-def _long_input(item: _LongWireInput, index: int) -> tuple[_WireInput, np.ndarray | None]:
-    """The input with its data decoded; or, when its data is a long flat numeric array,
-    without data and with that array (flat, for :func:`_shaped`)."""
-    text = bytes(item.data)
-    dtype = _JSON_DTYPES.get(item.datatype)
-    shape = item.shape
-    binary = item.parameters and "binary_data_size" in item.parameters
-    if len(text) >= LONG_DATA_BYTES and dtype is not None and not binary:
-        flat = numbers(text, dtype)
-        if flat is not None:
-            return _WireInput(item.name, shape, item.datatype, item.parameters), flat
-    try:
-        data = _data_decoder.decode(text) if text else None
-    except msgspec.ValidationError as exc:
-        raise InvalidInputError(f"invalid inference request: {_at(exc, index)}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInputError(f"malformed JSON: {_at(exc, index)}") from None
-    return _WireInput(item.name, shape, item.datatype, item.parameters, data), None
-
-
-_BOM: Final = b"\xef\xbb\xbf"
-_MOST_OBJECTS: Final = 256
-"""Objects ("{") a body may hold for :func:`_from_document`: no deeper than that, so never
-past msgspec's own depth limit, which the two-step path would reach."""
-
-
-class _Unusual(Exception):
-    """Something :func:`_from_document` leaves to the two-step decoder (and its messages)."""
-
-
-def _from_document(
-    document: Document, text: bytes
-) -> tuple[_WireRequest, dict[int, np.ndarray]] | None:
-    """What :func:`_from_long` gives, read from the whole body parsed by simdjson in one pass
-    (the two-step path scans every number twice: msgspec skips them, simdjson parses them).
-
-    Only the usual shape of a request is read here: every field of the expected type, no
-    key given twice, and no array anywhere but the request's own (inputs, outputs, each
-    shape and data). Anything else, valid or not, returns None and the two-step decoder
-    decides, with its messages, so that what is accepted never depends on the path.
-    """
-    if not isinstance(document, simdjson.Object):
-        return None
-    try:
-        return _read_request(text, document)
-    except (_Unusual, ValueError, TypeError, RuntimeError):
-        return None
-
-
-def _read_request(text: bytes, document: Document) -> tuple[_WireRequest, dict[int, np.ndarray]]:
-    keys = _keys(document)
-    request_id = _field(document, keys, "id")
-    if request_id is not None and type(request_id) is not str:
-        raise _Unusual
-    parameters = _parameters(_field(document, keys, "parameters"))
-    arrays = 0  # arrays the request's fields account for
-    outputs = None
-    listed = _field(document, keys, "outputs")
-    if listed is not None:
-        outputs = [_output(item) for item in _array(listed)]
-        arrays += 1
-    parsed = [_input(item) for item in _array(_field(document, keys, "inputs"))]
-    arrays += 1 + sum(1 + (data is not None) for _, data in parsed)
-    if _count(text, b"[", arrays) != arrays:  # a nested array, or a "[" in a string
-        raise _Unusual
-    if _count(text, b"{", _MOST_OBJECTS) > _MOST_OBJECTS:
-        # Possibly nested deeper than msgspec goes (its limit is Python's recursion limit, less
-        # the caller's depth): two steps, which refuse it as msgspec does.
-        raise _Unusual
-    inputs = []
-    flats = {}
-    for index, (item, data) in enumerate(parsed):
-        dtype = _JSON_DTYPES.get(item.datatype)
-        flat = None
-        binary = item.parameters and "binary_data_size" in item.parameters
-        if data is not None and dtype is not None and not binary:
-            flat = array_numbers(data, dtype)
-        if flat is not None:
-            flats[index] = flat
-        elif data is not None:
-            item.data = data.as_list()
-        inputs.append(item)
-    return _WireRequest(inputs, request_id, parameters, outputs), flats
-
-
-def _input(item: Document) -> tuple[_WireInput, Document | None]:
-    """An input without its data, and its data (a simdjson array, or None)."""
-    keys = _keys(item)
-    name, datatype = _field(item, keys, "name"), _field(item, keys, "datatype")
-    shape = _array(_field(item, keys, "shape")).as_list()
-    if type(name) is not str or type(datatype) is not str or any(type(d) is not int for d in shape):
-        raise _Unusual
-    data = _field(item, keys, "data")
-    if data is not None:
-        _array(data)
-    return _WireInput(name, shape, datatype, _parameters(_field(item, keys, "parameters"))), data
-
-
-def _output(item: Document) -> _WireOutput:
-    keys = _keys(item)
-    name = _field(item, keys, "name")
-    if type(name) is not str:
-        raise _Unusual
-    return _WireOutput(name, _parameters(_field(item, keys, "parameters")))
-
-
-def _parameters(value: Document) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    _keys(value)
-    parameters: dict[str, Any] = value.as_dict()
-    return parameters
-
-
-def _array(value: Document) -> Document:
-    if not isinstance(value, simdjson.Array):
-        raise _Unusual
-    return value
-
-
-def _keys(value: Document) -> set[str]:
-    """An object's keys, none given twice (msgspec keeps the last, simdjson finds the first)."""
-    if not isinstance(value, simdjson.Object):
-        raise _Unusual
-    keys = set(value.keys())
-    if len(keys) != len(value):
-        raise _Unusual
-    return keys
-
-
-def _field(value: Document, keys: set[str], key: str) -> Document:
-    """``value[key]``, or None when absent (simdjson's ``get`` of an absent key raises and
-    catches a KeyError inside: 2.4 µs, against 0.1 µs for a key that is there)."""
-    return value[key] if key in keys else None
-
-
-def _count(text: bytes, byte: bytes, most: int) -> int:
-    """How many times ``byte`` is in ``text``, counting no further than one past ``most``
-    (``find`` is a ``memchr``; ``count`` is several times slower)."""
-    found, at = 0, text.find(byte)
-    while at != -1 and found <= most:
-        found += 1
-        at = text.find(byte, at + 1)
-    return found
-
-
-def _at(exc: msgspec.MsgspecError, index: int) -> str:
-    """The error of decoding one input's data alone, placed in the request as the one-go
-    decoder places it (``$[3]`` is ``$.inputs[0].data[3]``)."""
-    where = f"$.inputs[{index}].data"
-    message = str(exc)
-    return message.replace("`$", f"`{where}", 1) if "`$" in message else f"{message} - at `{where}`"
-
-
-def _shaped(item: _WireInput, flat: np.ndarray, max_elements: int) -> np.ndarray:
-    """The checks of :func:`_array_from_json`, for an array :func:`numbers` made (the shape's
+def _shaped(item: WireInput, flat: np.ndarray, max_elements: int) -> np.ndarray:
+    """The checks of :func:`_array_from_json`, for an array simdjson made (the shape's
     own checks included: a long array is rare enough to run them all)."""
     count = element_count(item.name, item.shape, max_elements)
     if flat.size != count:
@@ -425,9 +197,9 @@ def _shaped(item: _WireInput, flat: np.ndarray, max_elements: int) -> np.ndarray
     return flat.reshape(item.shape)
 
 
-def _array_from_json(item: _WireInput, max_elements: int) -> np.ndarray:
+def _array_from_json(item: WireInput, max_elements: int) -> np.ndarray:
     shape, data = item.shape, item.data
-    dtype = _JSON_DTYPES.get(item.datatype)
+    dtype = JSON_DTYPES.get(item.datatype)
     if dtype is None or data is None or len(shape) > MAX_RANK or (shape and min(shape) < 0):
         return _unusual_array_from_json(item, max_elements)
     count = math.prod(shape)
@@ -444,7 +216,7 @@ def _array_from_json(item: _WireInput, max_elements: int) -> np.ndarray:
     return array.reshape(shape)
 
 
-def _unusual_array_from_json(item: _WireInput, max_elements: int) -> np.ndarray:
+def _unusual_array_from_json(item: WireInput, max_elements: int) -> np.ndarray:
     """BYTES, BF16, unknown datatypes, absent data and bad shapes: each refused or converted
     with its own message."""
     count = element_count(item.name, item.shape, max_elements)
@@ -462,7 +234,7 @@ def _unusual_array_from_json(item: _WireInput, max_elements: int) -> np.ndarray:
     return array.reshape(item.shape)
 
 
-def _wrong_count(item: _WireInput, size: int, count: int) -> InvalidInputError:
+def _wrong_count(item: WireInput, size: int, count: int) -> InvalidInputError:
     return InvalidInputError(
         f"input {item.name!r}: {size} data elements, but shape {item.shape} needs {count}"
     )

@@ -130,7 +130,7 @@ def _flat(text: bytes) -> bool:
     return text.startswith(b"[") and text.find(b"[", 1) == -1
 
 
-def _parse_with_kept_parser(text: bytes | memoryview) -> Document:
+def _parse_with_kept_parser(text: bytes) -> Document:
     try:
         return _parsers.parser.parse(text)
     except RuntimeError as exc:
