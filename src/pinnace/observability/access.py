@@ -1,9 +1,14 @@
 """The access log: one line per request on the ``pinnace.access`` logger's level and format.
 
-The event loop only queues a tuple (see :mod:`pinnace.observability.background`); a background
-thread builds the line — JSON shaped like every other log line, or text — and writes it to
-standard error, where logging writes. Setting ``pinnace.access=warning`` in ``--log-level``
-turns it off like any other logger. Payloads are never logged here.
+The event loop builds each line (JSON shaped like every other log line, or text) once the
+response is out, and queues its bytes (see :mod:`pinnace.observability.background`); a
+background thread writes them to standard error, where logging writes. Building the lines on
+that thread instead cost more: it shares the core and the GIL with the loop, and each hand-over
+of the GIL between the two costs both. Measured with iris at 64 connections: 26.8 to 28.0 µs
+of CPU a request in-process with the lines built on the thread, 24.9 to 25.2 µs with them
+built on the loop (18.7 µs with no access log); under wrk, in interleaved runs on a quiet
+host, a p99 of 7.8 to 9.1 ms against 5.1 to 5.3 ms. Setting ``pinnace.access=warning`` in
+``--log-level`` turns it off like any other logger. Payloads are never logged here.
 
 Fields of a JSON line (``null`` where they do not apply)::
 
@@ -65,7 +70,7 @@ class AccessLine(msgspec.Struct, gc=False):
 
 
 class AccessLog(Collector):
-    """Queues finished requests on the loop; a thread writes them as lines to ``stream``."""
+    """Builds a line for each finished request on the loop; a thread writes them to ``stream``."""
 
     def __init__(
         self,
@@ -84,8 +89,8 @@ class AccessLog(Collector):
         self._id_prefix = secrets.token_hex(4)
         self._ids = itertools.count(1)
         self._fixed: dict[tuple[Any, ...], tuple[str, str | None, str | None, str | None, str]] = {}
-        """The parts of a line that repeat for the same path, model and status (writer thread)."""
-        self._writer: BackgroundWriter[_Item] = BackgroundWriter(
+        """The parts of a line that repeat for the same path, model and status."""
+        self._writer: BackgroundWriter[bytes] = BackgroundWriter(
             "pinnace-access-log", self._write, max_items=max_pending, interval_s=interval_s
         )
 
@@ -104,11 +109,12 @@ class AccessLog(Collector):
         scope: dict[str, Any] | None,
         record: RequestRecord | None,
     ) -> None:
-        """Called on the event loop once per request; everything else happens on the thread."""
+        """Called on the event loop once per request, after its response; the thread only
+        writes. A line built while the queue is full is dropped (and counted)."""
         if self._logger.isEnabledFor(logging.INFO):
-            self._writer.put(
-                (time.time(), protocol, route, model, version, status, seconds, scope, record)
-            )
+            item = (time.time(), protocol, route, model, version, status, seconds, scope, record)
+            line = self.entry(item)
+            self._writer.put(_text_line(item[0], line).encode() if self._text else _encoder.encode(line))
 
     def flush(self) -> None:
         self._writer.flush()
@@ -123,21 +129,10 @@ class AccessLog(Collector):
     def close(self) -> None:
         self._writer.close()
 
-    # -- writer thread ---------------------------------------------------------------------
-
-    def _write(self, items: list[_Item]) -> None:
+    def _write(self, lines: list[bytes]) -> None:
+        """On the writer thread: the queued lines, in one write."""
         stream = self._stream or sys.stderr
-        if self._text:
-            text = "".join(_text_line(item[0], self.entry(item)) for item in items)
-        else:
-            # Encoded into one buffer and decoded once per batch: this thread shares the core
-            # (and the GIL) with the event loop, so every microsecond here is one it loses.
-            buffer = bytearray()
-            for item in items:
-                _encoder.encode_into(self.entry(item), buffer, -1)
-                buffer += b"\n"
-            text = buffer.decode()
-        stream.write(text)
+        stream.write((b"\n".join(lines) + b"\n").decode())
         stream.flush()
 
     def entry(self, item: _Item) -> AccessLine:
@@ -205,7 +200,7 @@ def _text_line(created: float, line: AccessLine) -> str:
         value = getattr(line, key)
         if value is not None:
             parts.append(f"{key}={_printable(str(value))}")
-    return " ".join(parts) + "\n"
+    return " ".join(parts)
 
 
 def _ids_from(headers: list[tuple[bytes, bytes]] | None) -> tuple[str | None, str | None]:
