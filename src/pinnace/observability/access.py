@@ -43,6 +43,7 @@ _FIXED_CACHE_SIZE: Final = 4096
 _Item = tuple[float, str, str, str, str, int, float, dict[str, Any] | None, RequestRecord | None]
 """(time, protocol, route, model, version, status, seconds, ASGI scope, record)"""
 _encoder = msgspec.json.Encoder()
+log = logging.getLogger(__name__)
 
 
 class AccessLine(msgspec.Struct, gc=False):
@@ -90,6 +91,8 @@ class AccessLog(Collector):
         self._ids = itertools.count(1)
         self._fixed: dict[tuple[Any, ...], tuple[str, str | None, str | None, str | None, str]] = {}
         """The parts of a line that repeat for the same path, model and status."""
+        self._failed = False
+        """A line has failed to build (logged once)."""
         self._writer: BackgroundWriter[bytes] = BackgroundWriter(
             "pinnace-access-log", self._write, max_items=max_pending, interval_s=interval_s
         )
@@ -111,10 +114,20 @@ class AccessLog(Collector):
     ) -> None:
         """Called on the event loop once per request, after its response; the thread only
         writes. A line built while the queue is full is dropped (and counted)."""
-        if self._logger.isEnabledFor(logging.INFO):
-            item = (time.time(), protocol, route, model, version, status, seconds, scope, record)
+        if not self._logger.isEnabledFor(logging.INFO):
+            return
+        item = (time.time(), protocol, route, model, version, status, seconds, scope, record)
+        try:
             line = self.entry(item)
-            self._writer.put(_text_line(item[0], line).encode() if self._text else _encoder.encode(line))
+            data = _text_line(item[0], line).encode() if self._text else _encoder.encode(line)
+        except Exception:
+            # A line that cannot be built must not fail the request that was just answered
+            # (this runs inside its transport's callbacks): it is lost, and said so once.
+            if not self._failed:
+                self._failed = True
+                log.exception("an access log line could not be built; such lines are skipped")
+            return
+        self._writer.put(data)
 
     def flush(self) -> None:
         self._writer.flush()

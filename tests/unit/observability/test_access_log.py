@@ -132,3 +132,19 @@ def test_a_full_queue_drops_and_counts_instead_of_growing(access_logger: logging
     assert metric.samples[0].value == 2
     assert len(written(access, stream)) == 3
     access.close()
+
+
+def test_a_line_that_cannot_be_built_is_skipped_without_failing_the_request(
+    access_logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = io.StringIO()
+    access = AccessLog("json", stream=stream, interval_s=3600)
+    broken = {**scope(), "client": 5}  # not a (host, port) pair
+    for _ in range(2):
+        access.add("rest", "/v2", "", "", 200, 0.001, broken, None)  # must not raise
+    access.add("rest", "/v2", "", "", 200, 0.001, scope("/v2"), None)
+    assert [json.loads(line)["path"] for line in written(access, stream)] == ["/v2"]
+    assert [r.getMessage() for r in caplog.records if r.name == "pinnace.observability.access"] == [
+        "an access log line could not be built; such lines are skipped"
+    ]
+    access.close()
