@@ -87,10 +87,9 @@ def _long_input(item: LongWireInput, index: int) -> tuple[WireInput, np.ndarray 
     """The input with its data decoded; or, when its data is a long flat numeric array,
     without data and with that array (flat, for :func:`_shaped`)."""
     text = bytes(item.data)
-    dtype = JSON_DTYPES.get(item.datatype)
     shape = item.shape
-    binary = item.parameters and "binary_data_size" in item.parameters
-    if len(text) >= LONG_DATA_BYTES and dtype is not None and not binary:
+    dtype = _numeric_dtype(item.datatype, item.parameters)
+    if len(text) >= LONG_DATA_BYTES and dtype is not None:
         flat = numbers(text, dtype)
         if flat is not None:
             return WireInput(item.name, shape, item.datatype, item.parameters), flat
@@ -101,6 +100,14 @@ def _long_input(item: LongWireInput, index: int) -> tuple[WireInput, np.ndarray 
     except msgspec.DecodeError as exc:
         raise InvalidInputError(f"malformed JSON: {_at(exc, index)}") from None
     return WireInput(item.name, shape, item.datatype, item.parameters, data), None
+
+
+def _numeric_dtype(datatype: str, parameters: dict[str, Any] | None) -> np.dtype | None:
+    """The dtype simdjson may read an input's JSON data as; None when msgspec must decode it
+    (not a numeric datatype, or data declared binary: refused later for carrying both)."""
+    if parameters and "binary_data_size" in parameters:
+        return None
+    return JSON_DTYPES.get(datatype)
 
 
 class _Unusual(Exception):
@@ -118,8 +125,6 @@ def _from_document(
     shape and data). Anything else, valid or not, returns None and the two-step decoder
     decides, with its messages, so that what is accepted never depends on the path.
     """
-    if not isinstance(document, simdjson.Object):
-        return None
     try:
         return _read_request(text, document)
     except (_Unusual, ValueError, TypeError, RuntimeError):
@@ -149,15 +154,13 @@ def _read_request(text: bytes, document: Document) -> tuple[WireRequest, dict[in
     inputs = []
     flats = {}
     for index, (item, data) in enumerate(parsed):
-        dtype = JSON_DTYPES.get(item.datatype)
-        flat = None
-        binary = item.parameters and "binary_data_size" in item.parameters
-        if data is not None and dtype is not None and not binary:
-            flat = array_numbers(data, dtype)
-        if flat is not None:
-            flats[index] = flat
-        elif data is not None:
-            item.data = data.as_list()
+        if data is not None:
+            dtype = _numeric_dtype(item.datatype, item.parameters)
+            flat = array_numbers(data, dtype) if dtype is not None else None
+            if flat is not None:
+                flats[index] = flat
+            else:
+                item.data = data.as_list()
         inputs.append(item)
     return WireRequest(inputs, request_id, parameters, outputs), flats
 
