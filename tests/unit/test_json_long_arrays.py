@@ -57,7 +57,7 @@ def _values(datatype: str) -> list[Any]:
 @pytest.fixture
 def simdjson_arrays(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray | None]:
     """What each array simdjson parsed became (None: it left the array to the usual path),
-    whether the body was parsed in one pass or the array's text alone."""
+    whether its text was lifted out of the body or found by the two steps."""
     seen: list[np.ndarray | None] = []
     real = json_numbers.array_numbers
 
@@ -239,7 +239,8 @@ def _outcome(body: bytes) -> tuple[str, Any]:
         request = decode_request(body, None, max_elements=LIMIT)
     except Exception as exc:
         return type(exc).__name__, str(exc)
-    inputs = [(t.name, t.parameters, t.data.dtype.str, t.data.shape, t.data.tobytes())
+    inputs = [(t.name, t.parameters, t.data.dtype.str, t.data.shape,
+               t.data.tolist() if t.data.dtype == object else t.data.tobytes())
               for t in request.inputs]
     outputs = [(o.name, o.parameters) for o in request.outputs or ()]
     return "ok", (request.id, request.parameters, inputs, outputs)
@@ -270,8 +271,8 @@ _CASES = {
 }
 
 
-_PAD = '"id":"' + "p" * json_long.ONE_PASS_BYTES + '"'
-"""Makes a body long enough to be parsed in one pass."""
+_PAD = '"id":"' + "p" * LONG_DATA_BYTES + '"'
+"""Makes any body long enough for the long-body decoders."""
 _BODIES = {
     **{name: "{" + _PAD + ',"inputs":[' + inputs + "]}" for name, inputs in _CASES.items()},
     "parameters and outputs": (
@@ -282,6 +283,9 @@ _BODIES = {
     "two inputs, one short": (
         "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + ","
         + _tensor("[1,2]", shape="[2]", datatype="INT64", name="b") + "]}"
+    ),
+    "two long inputs": (
+        '{"inputs":[' + _tensor(_LONG_ONES) + "," + _tensor(_LONG_ONES, datatype="INT16", name="b") + "]}"
     ),
     "BYTES and BOOL data": (
         "{" + _PAD + ',"inputs":[' + _tensor('["a","b"]', shape="[2]", datatype="BYTES") + ","
@@ -294,20 +298,57 @@ _BODIES = {
     "unknown keys": '{"extra":{"x":1},' + _PAD + ',"inputs":[' + _tensor(_LONG_ONES)[:-1] + ',"more":1}]}',
     "a key given twice": '{"id":"first",' + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
     "an input's key given twice": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES)[:-1] + ',"name":"y"}]}',
+    "an input's data given twice": '{"inputs":[' + _tensor(_LONG_ONES)[:-1] + ',"data":[2,2]}]}',
+    "inputs given twice": '{"inputs":[' + _tensor(_LONG_ONES) + '],"inputs":[' + _tensor("[3]", shape="[1]") + "]}",
     "a parameter given twice": '{"parameters":{"a":1,"a":2},' + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
-    "a bracket in a string": '{"id":"[' + "p" * json_long.ONE_PASS_BYTES + '","inputs":[' + _tensor(_LONG_ONES) + "]}",
+    "a bracket in a string": '{"id":"[","inputs":[' + _tensor(_LONG_ONES) + "]}",
+    "brackets in a BYTES element": (
+        '{"inputs":[' + _tensor('["a]b","[c"]', shape="[2]", datatype="BYTES") + ","
+        + _tensor(_LONG_ONES, name="b") + "]}"
+    ),
+    "objects as BYTES data": (
+        '{"inputs":[' + _tensor('[{"a":1},{"data":[2]}]', shape="[2]", datatype="BYTES") + ","
+        + _tensor(_LONG_ONES, name="b") + "]}"
+    ),
     "an array among the parameters": '{"parameters":{"l":[1,2]},' + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
-    "an id that is a number": '{"id":' + "1" * 300 + ',"parameters":{"p":"' + "p" * json_long.ONE_PASS_BYTES + '"},"inputs":[' + _tensor(_LONG_ONES) + "]}",
+    "a data array among the parameters": '{"parameters":{"data":[1,2]},"inputs":[' + _tensor(_LONG_ONES) + "]}",
+    "a data array among an input's parameters": (
+        '{"inputs":[' + _tensor(_LONG_ONES)[:-1] + ',"parameters":{"data":[1,2]}}]}'
+    ),
+    "a data array at the top": '{"data":[1,2],"inputs":[' + _tensor(_LONG_ONES) + "]}",
+    "a data array in an output": '{"inputs":[' + _tensor(_LONG_ONES) + '],"outputs":[{"name":"y","data":[1]}]}',
+    "a key that ends in data": (
+        '{"inputs":[' + _tensor(_LONG_ONES)[:-1] + ',"x\\"data":[1,2],"no data":[3]}]}'
+    ),
+    "the marker as an id": '{"id":"\\u0000","inputs":[' + _tensor(_LONG_ONES) + "]}",
+    "the marker as BYTES data": (
+        '{"inputs":[' + _tensor('"\\u0000"', shape="[1]", datatype="BYTES") + ","
+        + _tensor(_LONG_ONES, name="b") + "]}"
+    ),
+    "the marker inside BYTES data": (
+        '{"inputs":[' + _tensor('["\\u0000"]', shape="[1]", datatype="BYTES") + ","
+        + _tensor(_LONG_ONES, name="b") + "]}"
+    ),
+    "the marker as data, a data array among the parameters": (
+        '{"parameters":{"data":[1,2]},' + _PAD + ',"inputs":['
+        + _tensor('"\\u0000"', shape="[1]", datatype="BYTES") + "]}"
+    ),
+    "spaces around the colon": '{"inputs":[' + _tensor(_LONG_ONES).replace('"data":', '"data" : ') + "]}",
+    "a data array never closed": '{"inputs":[' + _tensor(_LONG_ONES)[:-2],
+    "a malformed lifted array": '{"inputs":[' + _tensor(_LONG_ONES.replace("1,", "1,,", 1)) + "]}",
+    "a malformed number in a lifted array": '{"inputs":[' + _tensor(_LONG_ONES.replace("1,", "01,", 1)) + "]}",
+    "malformed after a lifted array": '{"inputs":[' + _tensor(_LONG_ONES) + "],}",
+    "an id that is a number": '{"id":' + "1" * 300 + ',"parameters":{"p":"pad"},"inputs":[' + _tensor(_LONG_ONES) + "]}",
     "a float in the shape": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, shape="[600.0]") + "]}",
     "a bool in the shape": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, shape="[true]") + "]}",
     "a nested shape": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, shape="[[600]]") + "]}",
     "outputs that are not a list": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + '],"outputs":{"name":"y"}}',
     "an output without a name": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + '],"outputs":[{"parameters":{}}]}',
-    "no inputs": "{" + _PAD + "}",
+    "no inputs": '{"id":"' + "p" * LONG_DATA_BYTES + '"}',
     "inputs that are not a list": "{" + _PAD + ',"inputs":' + _tensor(_LONG_ONES) + "}",
     "a parameter past 64 bits": '{"parameters":{"n":' + "9" * 30 + "}," + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
     "a lone surrogate": "{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, name="\\ud800") + "]}",
-    "the body is an array": "[" + ",".join(["1"] * json_long.ONE_PASS_BYTES) + "]",
+    "the body is an array": "[" + ",".join(["1"] * LONG_DATA_BYTES) + "]",
     "a byte-order mark first": "\ufeff{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}",
     "objects nested 1,000 deep in the parameters": (
         '{"parameters":' + '{"a":' * 1000 + "1" + "}" * 1000 + "," + _PAD + ',"inputs":['
@@ -321,48 +362,77 @@ _BODIES = {
 }
 
 
+def _without_lifting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(json_long, "_lifted", lambda body: None)
+
+
 @pytest.mark.parametrize("body", list(_BODIES.values()), ids=list(_BODIES))
-def test_one_pass_two_step_and_one_go_decoding_agree_on_everything(
+def test_lifted_two_step_and_one_go_decoding_agree_on_everything(
     body: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     encoded = body.encode()
-    assert len(encoded) >= json_long.ONE_PASS_BYTES
-    one_pass = _outcome(encoded)
-    monkeypatch.setattr(json_long, "ONE_PASS_BYTES", len(encoded) + 1)  # msgspec, then simdjson
+    assert len(encoded) >= LONG_DATA_BYTES
+    lifted = _outcome(encoded)
+    _without_lifting(monkeypatch)  # msgspec, then simdjson
     two_step = _outcome(encoded)
     monkeypatch.setattr(json_codec, "LONG_DATA_BYTES", len(encoded) + 1)  # msgspec alone
-    assert one_pass == two_step == _outcome(encoded)
+    assert lifted == two_step == _outcome(encoded)
 
 
-def test_a_long_body_of_the_usual_shape_is_parsed_in_one_pass(
+def _record_long_decoder(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every text msgspec's long-body decoder is given, from now on."""
+    real = json_long._long_decoder
+    given: list[bytes] = []
+
+    class Recording:
+        def decode(self, body: bytes) -> Any:
+            given.append(bytes(body))
+            return real.decode(body)
+
+    monkeypatch.setattr(json_long, "_long_decoder", Recording())
+    return given
+
+
+def test_msgspec_never_reads_the_numbers_of_lifted_arrays(
     monkeypatch: pytest.MonkeyPatch, simdjson_arrays: list[np.ndarray | None]
 ) -> None:
-    class Refuse:
-        def decode(self, body: bytes) -> None:
-            raise AssertionError("the two-step decoder ran")
-
-    monkeypatch.setattr(json_long, "_long_decoder", Refuse())
+    given = _record_long_decoder(monkeypatch)
+    body = _BODIES["two long inputs"].encode()
+    request = decode_request(body, None, max_elements=LIMIT)
+    assert [t.data.tolist() for t in request.inputs] == [[1.0] * 600, [1] * 600]
+    assert len(given) == 1 and b"1,1" not in given[0] and len(given[0]) < 200
+    assert len(simdjson_arrays) == 2 and all(a is not None for a in simdjson_arrays)
+    given.clear()
     request = decode_request(_BODIES["parameters and outputs"].encode(), None, max_elements=LIMIT)
-    assert request.inputs[0].data.tolist() == [1.0] * 600
     assert request.parameters == {"binary_data_output": False, "k": {"n": 1, "s": "t"}}
     assert request.outputs is not None and [o.name for o in request.outputs] == ["y", "z"]
-    assert len(simdjson_arrays) == 1 and simdjson_arrays[0] is not None
-    with pytest.raises(AssertionError, match="two-step"):  # an unusual body is left to it
-        decode_request(_BODIES["a key given twice"].encode(), None, max_elements=LIMIT)
+    assert len(given) == 1 and b"1,1" not in given[0]
+    # A nested array stays in the body (cut at its first "]", it would be malformed); the
+    # others are still lifted.
+    given.clear()
+    nested = _tensor("[" + ",".join(["[2,3]"] * 300) + "]", shape="[300,2]")
+    body = ('{"inputs":[' + nested + "," + _tensor(_LONG_ONES, name="b") + "]}").encode()
+    assert decode_request(body, None, max_elements=LIMIT).inputs[1].data.size == 600
+    assert len(given) == 1 and b"[2,3]" in given[0] and b"1,1" not in given[0]
+    # A data array that is not an input's: the whole body goes the two-step way.
+    given.clear()
+    body = _BODIES["a data array among the parameters"].encode()
+    assert decode_request(body, None, max_elements=LIMIT).parameters == {"data": [1, 2]}
+    assert given[-1] == body
 
 
 def test_a_string_that_is_not_utf8_is_refused_on_every_path(monkeypatch: pytest.MonkeyPatch) -> None:
     body = ("{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES, name="NAME") + "]}").encode()
     body = body.replace(b"NAME", b"\xff")
     messages = [_outcome(body)]
-    monkeypatch.setattr(json_long, "ONE_PASS_BYTES", len(body) + 1)
+    _without_lifting(monkeypatch)
     messages.append(_outcome(body))
     monkeypatch.setattr(json_codec, "LONG_DATA_BYTES", len(body) + 1)
     messages.append(_outcome(body))
     assert messages == [("InvalidInputError", "malformed JSON: a string is not UTF-8 (invalid start byte)")] * 3
 
 
-def test_a_body_parsed_in_one_pass_leaves_the_parser_free_or_replaces_a_dense_ones() -> None:
+def test_a_lifted_body_leaves_the_parser_free_or_replaces_a_dense_ones() -> None:
     kept = json_numbers._parsers.parser
     body = ("{" + _PAD + ',"inputs":[' + _tensor(_LONG_ONES) + "]}").encode()
     for _ in range(3):  # nothing of a document outlives its request

@@ -1,18 +1,28 @@
-"""Long JSON request bodies: one simdjson pass when they have the usual shape, else two steps.
+"""Long JSON request bodies: their numeric arrays lifted out for simdjson, the rest to msgspec.
 
 A body of ``LONG_DATA_BYTES`` or more may hold long numeric arrays, which are worth parsing
 into one buffer each (:mod:`pinnace.protocol.json_numbers`) rather than into a Python float per
 number. Two ways to get there:
 
+* **lifted** (a body given as bytes, the usual case): each ``"data":[...]`` array is cut out
+  of the body and a short marker put in its place. msgspec decodes what is left, a few hundred
+  bytes, so it never scans the numbers; simdjson parses each array that lands in an input's
+  ``data``. Anything unusual (an array that lands elsewhere, any error at all) sends the body
+  to the two steps, so what is accepted, and the message of what is refused, never depend on
+  the path;
 * **two steps** (any body): msgspec decodes the structure, keeping each input's data as raw
-  text; simdjson then parses each long flat numeric array, and msgspec the rest;
-* **one pass** (``ONE_PASS_BYTES`` and more, of the usual shape): simdjson parses the whole
-  body once, and the request is read from its document, which saves msgspec's scan over the
-  numbers. Anything unusual, valid or not, is left to the two steps, so what is accepted
-  never depends on the path.
+  text; simdjson then parses each long flat numeric array, and msgspec the rest.
 
 Both give what :func:`decode_long` returns: the request's structs
 (:mod:`pinnace.protocol.json_wire`) and the arrays simdjson made, by input index.
+
+Why a lifted array is the input's data and nothing else: the pattern ``"data":[`` cannot lie
+inside a JSON string (its second quote, unescaped, would end the string), so it is always a
+key ending in ``data`` followed by an array. Each array is cut at its first ``]``, and only
+when no ``[`` comes before that: a flat array, whose first ``]`` closes it unless a string
+inside holds one, which leaves the cut text malformed (refused when parsed, and the body
+goes the two-step way). The marker is a string; the body left over must hold exactly as many
+markers as were put in, and exactly that many inputs must have a marker for their data.
 """
 
 from __future__ import annotations
@@ -21,55 +31,93 @@ from typing import Any, Final
 
 import msgspec
 import numpy as np
-import simdjson
 
 from pinnace.errors import InvalidInputError
-from pinnace.protocol.json_numbers import (
-    LONG_DATA_BYTES,
-    Document,
-    array_numbers,
-    numbers,
-    read_document,
-)
+from pinnace.protocol.json_numbers import LONG_DATA_BYTES, array_numbers, numbers, read_document
 from pinnace.protocol.json_wire import (
     JSON_DTYPES,
     LongWireInput,
     LongWireRequest,
     WireInput,
-    WireOutput,
     WireRequest,
 )
 
-ONE_PASS_BYTES: Final = 8192
-"""JSON from which a request is parsed by simdjson in one pass (:func:`_from_document`)
-rather than in two (msgspec, then simdjson for each long array). One pass saves msgspec's
-scan over the numbers but reads the document through simdjson's Python objects, which costs
-more than that scan below about 8 KB (256 floats, 5 KB: 11.8 against 10.5 µs; 1,024 floats,
-21 KB: 26 against 31 µs; a 1 MiB FP32 tensor, 5 MB: 6.5 against 11.9 ms)."""
-
-_BOM: Final = b"\xef\xbb\xbf"
-_MOST_OBJECTS: Final = 256
-"""Objects ("{") a body may hold for :func:`_from_document`: no deeper than that, so never
-past msgspec's own depth limit, which the two-step path would reach."""
-
+_DATA_ARRAY: Final = b'"data":['
+_VIEW_FROM: Final = 65536
+"""Array text from which simdjson is given a view of the body rather than a copy: a copy
+is the faster to parse when small (5 KB: 6.6 against 6.8 µs), a view saves copying a large
+one (a 1 MiB FP32 tensor's 5 MB: 6.2 against 6.7 ms)."""
+_MARKER: Final = b'"\\u0000"'
+_MARKER_RAW: Final = msgspec.Raw(_MARKER)
 _long_decoder = msgspec.json.Decoder(LongWireRequest)
 _data_decoder = msgspec.json.Decoder(list[Any] | None)
 
+Decoded = tuple[WireRequest, dict[int, np.ndarray]]
 
-def decode_long(header: bytes | memoryview) -> tuple[WireRequest, dict[int, np.ndarray]]:
+
+def decode_long(header: bytes | memoryview) -> Decoded:
     """The request, and {input index: flat array} for the inputs simdjson took.
 
     Raises msgspec's errors as the one-go decoder would (the caller words them).
     """
-    whole = None
-    # (The JSON part of a binary body, a memoryview, is rarely long: two steps. simdjson skips
-    # a byte-order mark that msgspec refuses: two steps, which refuse it.)
-    if len(header) >= ONE_PASS_BYTES and type(header) is bytes and not header.startswith(_BOM):
-        whole = read_document(header, _from_document, header)
-    return whole or _from_long(_long_decoder.decode(header))
+    # (The JSON part of a binary body, a memoryview, is rarely long: two steps.)
+    lifted = _lifted(header) if type(header) is bytes else None
+    return lifted or _from_long(_long_decoder.decode(header))
 
 
-def _from_long(wire: LongWireRequest) -> tuple[WireRequest, dict[int, np.ndarray]]:
+def _lifted(body: bytes) -> Decoded | None:
+    """What :func:`decode_long` gives, with the data arrays lifted out of the body before
+    msgspec reads it; None when the two steps must decide (see the module docstring)."""
+    pieces: list[bytes] = []
+    arrays: list[bytes | memoryview] = []
+    view = memoryview(body)
+    find = body.find
+    at = copied = 0
+    while (key := find(_DATA_ARRAY, at)) != -1:
+        start = key + len(_DATA_ARRAY) - 1
+        end = find(b"]", start) + 1
+        if end == 0:
+            return None  # malformed
+        at = end
+        if find(b"[", start + 1, end) != -1:
+            at = start + 1  # nested: left in the body, for the two steps' usual path
+            continue
+        pieces += (body[copied:start], _MARKER)
+        arrays.append(view[start:end] if end - start >= _VIEW_FROM else body[start:end])
+        copied = end
+    if not arrays:
+        return None
+    pieces.append(body[copied:])
+    rest = b"".join(pieces)
+    if rest.count(_MARKER) != len(arrays):
+        return None  # the body held a marker of its own
+    try:
+        wire = _long_decoder.decode(rest)
+        return _with_lifted(wire, arrays)
+    except (msgspec.MsgspecError, InvalidInputError, UnicodeDecodeError, RecursionError):
+        return None  # the two steps decide, and word the error
+
+
+def _with_lifted(wire: LongWireRequest, arrays: list[bytes | memoryview]) -> Decoded | None:
+    items = []
+    flats = {}
+    taken = 0
+    for index, long_item in enumerate(wire.inputs):
+        if long_item.data == _MARKER_RAW:
+            # Every marker left in the body is one put in, so there are enough arrays.
+            item, flat = _long_input(long_item, index, arrays[taken])
+            taken += 1
+        else:
+            item, flat = _long_input(long_item, index)
+        items.append(item)
+        if flat is not None:
+            flats[index] = flat
+    if taken != len(arrays):
+        return None  # a marker landed outside the inputs' data (a parameter, an unknown key)
+    return WireRequest(items, wire.id, wire.parameters, wire.outputs), flats
+
+
+def _from_long(wire: LongWireRequest) -> Decoded:
     """The request as the one-go decoder gives it, and {input index: flat array} for the
     inputs :func:`numbers` took. Every input's data is decoded here, before any is checked,
     as the one-go decoder does: the same error comes first."""
@@ -83,14 +131,22 @@ def _from_long(wire: LongWireRequest) -> tuple[WireRequest, dict[int, np.ndarray
     return WireRequest(items, wire.id, wire.parameters, wire.outputs), flats
 
 
-def _long_input(item: LongWireInput, index: int) -> tuple[WireInput, np.ndarray | None]:
+def _long_input(
+    item: LongWireInput, index: int, lifted: bytes | memoryview | None = None
+) -> tuple[WireInput, np.ndarray | None]:
     """The input with its data decoded; or, when its data is a long flat numeric array,
-    without data and with that array (flat, for :func:`_shaped`)."""
-    text = bytes(item.data)
+    without data and with that array (flat, for :func:`_shaped`). ``lifted``: the data's
+    text when it was lifted out of the body (a flat array, if well formed)."""
+    text = bytes(item.data) if lifted is None else lifted
     shape = item.shape
     dtype = _numeric_dtype(item.datatype, item.parameters)
     if len(text) >= LONG_DATA_BYTES and dtype is not None:
-        flat = numbers(text, dtype)
+        # A view is a long lifted array, known to be flat (numbers() checks that on bytes).
+        flat = (
+            numbers(text, dtype)
+            if isinstance(text, bytes)
+            else read_document(text, array_numbers, dtype)
+        )
         if flat is not None:
             return WireInput(item.name, shape, item.datatype, item.parameters), flat
     try:
@@ -108,122 +164,6 @@ def _numeric_dtype(datatype: str, parameters: dict[str, Any] | None) -> np.dtype
     if parameters and "binary_data_size" in parameters:
         return None
     return JSON_DTYPES.get(datatype)
-
-
-class _Unusual(Exception):
-    """Something :func:`_from_document` leaves to the two-step decoder (and its messages)."""
-
-
-def _from_document(
-    document: Document, text: bytes
-) -> tuple[WireRequest, dict[int, np.ndarray]] | None:
-    """What :func:`_from_long` gives, read from the whole body parsed by simdjson in one pass
-    (the two-step path scans every number twice: msgspec skips them, simdjson parses them).
-
-    Only the usual shape of a request is read here: every field of the expected type, no
-    key given twice, and no array anywhere but the request's own (inputs, outputs, each
-    shape and data). Anything else, valid or not, returns None and the two-step decoder
-    decides, with its messages, so that what is accepted never depends on the path.
-    """
-    try:
-        return _read_request(text, document)
-    except (_Unusual, ValueError, TypeError, RuntimeError):
-        return None
-
-
-def _read_request(text: bytes, document: Document) -> tuple[WireRequest, dict[int, np.ndarray]]:
-    keys = _keys(document)
-    request_id = _field(document, keys, "id")
-    if request_id is not None and type(request_id) is not str:
-        raise _Unusual
-    parameters = _parameters(_field(document, keys, "parameters"))
-    arrays = 0  # arrays the request's fields account for
-    outputs = None
-    listed = _field(document, keys, "outputs")
-    if listed is not None:
-        outputs = [_output(item) for item in _array(listed)]
-        arrays += 1
-    parsed = [_input(item) for item in _array(_field(document, keys, "inputs"))]
-    arrays += 1 + sum(1 + (data is not None) for _, data in parsed)
-    if _count(text, b"[", arrays) != arrays:  # a nested array, or a "[" in a string
-        raise _Unusual
-    if _count(text, b"{", _MOST_OBJECTS) > _MOST_OBJECTS:
-        # Possibly nested deeper than msgspec goes (its limit is Python's recursion limit, less
-        # the caller's depth): two steps, which refuse it as msgspec does.
-        raise _Unusual
-    inputs = []
-    flats = {}
-    for index, (item, data) in enumerate(parsed):
-        if data is not None:
-            dtype = _numeric_dtype(item.datatype, item.parameters)
-            flat = array_numbers(data, dtype) if dtype is not None else None
-            if flat is not None:
-                flats[index] = flat
-            else:
-                item.data = data.as_list()
-        inputs.append(item)
-    return WireRequest(inputs, request_id, parameters, outputs), flats
-
-
-def _input(item: Document) -> tuple[WireInput, Document | None]:
-    """An input without its data, and its data (a simdjson array, or None)."""
-    keys = _keys(item)
-    name, datatype = _field(item, keys, "name"), _field(item, keys, "datatype")
-    shape = _array(_field(item, keys, "shape")).as_list()
-    if type(name) is not str or type(datatype) is not str or any(type(d) is not int for d in shape):
-        raise _Unusual
-    data = _field(item, keys, "data")
-    if data is not None:
-        _array(data)
-    return WireInput(name, shape, datatype, _parameters(_field(item, keys, "parameters"))), data
-
-
-def _output(item: Document) -> WireOutput:
-    keys = _keys(item)
-    name = _field(item, keys, "name")
-    if type(name) is not str:
-        raise _Unusual
-    return WireOutput(name, _parameters(_field(item, keys, "parameters")))
-
-
-def _parameters(value: Document) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    _keys(value)
-    parameters: dict[str, Any] = value.as_dict()
-    return parameters
-
-
-def _array(value: Document) -> Document:
-    if not isinstance(value, simdjson.Array):
-        raise _Unusual
-    return value
-
-
-def _keys(value: Document) -> set[str]:
-    """An object's keys, none given twice (msgspec keeps the last, simdjson finds the first)."""
-    if not isinstance(value, simdjson.Object):
-        raise _Unusual
-    keys = set(value.keys())
-    if len(keys) != len(value):
-        raise _Unusual
-    return keys
-
-
-def _field(value: Document, keys: set[str], key: str) -> Document:
-    """``value[key]``, or None when absent (simdjson's ``get`` of an absent key raises and
-    catches a KeyError inside: 2.4 µs, against 0.1 µs for a key that is there)."""
-    return value[key] if key in keys else None
-
-
-def _count(text: bytes, byte: bytes, most: int) -> int:
-    """How many times ``byte`` is in ``text``, counting no further than one past ``most``
-    (``find`` is a ``memchr``; ``count`` is several times slower)."""
-    found, at = 0, text.find(byte)
-    while at != -1 and found <= most:
-        found += 1
-        at = text.find(byte, at + 1)
-    return found
 
 
 def _at(exc: msgspec.MsgspecError, index: int) -> str:

@@ -7,9 +7,9 @@ instead, which numpy takes as it is: half the time at 256 floats, and the gap gr
 array. Below about 50 numbers the two calls cost more than they save, so short arrays keep
 the usual path (see ``LONG_DATA_BYTES``).
 
-simdjson parses either one array's text (:func:`numbers`) or a whole request body
-(:func:`read_document`, for the codec's one-pass decoding of long bodies), whose arrays
-:func:`array_numbers` then reads.
+:func:`numbers` takes an array's text as it is; :func:`read_document` and
+:func:`array_numbers` are its two halves, for a caller that knows the text is a flat array
+(the codec's arrays lifted out of a long body).
 
 Only flat arrays are taken (a nested one is left to the usual path, which refuses ragged
 nesting), and any number this path cannot represent exactly as the target type is left to
@@ -79,7 +79,7 @@ def numbers(text: bytes, dtype: np.dtype) -> np.ndarray | None:
     return read_document(text, array_numbers, dtype)
 
 
-def read_document(text: bytes, read: Callable[..., T | None], *args: Any) -> T | None:
+def read_document(text: bytes | memoryview, read: Callable[..., T | None], *args: Any) -> T | None:
     """``read(document, *args)`` for ``text`` parsed by simdjson; None when simdjson refuses
     the text (the usual path then says why) or ``read`` returns None.
 
@@ -130,7 +130,7 @@ def _flat(text: bytes) -> bool:
     return text.startswith(b"[") and text.find(b"[", 1) == -1
 
 
-def _parse_with_kept_parser(text: bytes) -> Document:
+def _parse_with_kept_parser(text: bytes | memoryview) -> Document:
     try:
         return _parsers.parser.parse(text)
     except RuntimeError as exc:
