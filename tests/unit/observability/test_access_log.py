@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 
 from pinnace.core.stats import RequestRecord
@@ -147,4 +149,48 @@ def test_a_line_that_cannot_be_built_is_skipped_without_failing_the_request(
     assert [r.getMessage() for r in caplog.records if r.name == "pinnace.observability.access"] == [
         "an access log line could not be built; such lines are skipped"
     ]
+    access.close()
+
+
+def test_json_lines_are_byte_for_byte_what_msgspec_writes_for_the_whole_line(
+    access_logger: logging.Logger,
+) -> None:
+    """Lines are put together from pieces encoded apart (what repeats, once): every piece
+    must still be valid, escaped JSON in the documented order."""
+    stream = io.StringIO()
+    access = AccessLog("json", stream=stream, interval_s=3600)
+    odd_path = '/v2/models/"q"\\\n\u00e9\u2028/infer'
+    record = RequestRecord('mo"del\n', "v\u00e9", None, batch_size=3, queue_s=0.0004444, compute_s=0.0015555)
+    access.add("rest", "/v2/models/{model}/infer", "x", "", 503, 0.0123456,
+               scope(odd_path, x_request_id='id "x" \\ y'), record)
+    access.add("grpc", "ModelInfer", "m", "", 14, 0.5, None, None)
+    access.flush()
+    lines = stream.getvalue().rstrip("\n").split("\n")  # not splitlines(): U+2028 is no line end
+    docs = [json.loads(line) for line in lines]
+    for line, doc in zip(lines, docs, strict=True):
+        assert list(doc) == FIELDS
+        assert line.encode() == msgspec.json.encode(doc)
+    assert (docs[0]["path"], docs[0]["request_id"], docs[0]["model"]) == (odd_path, 'id "x" \\ y', 'mo"del\n')
+    assert (docs[0]["duration_ms"], docs[0]["queue_ms"], docs[0]["compute_ms"]) == (12.346, 0.444, 1.556)
+    assert (docs[1]["method"], docs[1]["client"], docs[1]["outcome"], docs[1]["duration_ms"]) == (
+        None, None, "unavailable", 500.0
+    )
+    access.close()
+
+
+def test_the_loop_builds_a_steps_lines_together_once_its_callbacks_are_done(
+    access_logger: logging.Logger,
+) -> None:
+    stream = io.StringIO()
+    access = AccessLog("json", stream=stream, interval_s=3600)
+
+    async def answer_three() -> tuple[int, int]:
+        for _ in range(3):
+            access.add("rest", "/v2", "", "", 200, 0.001, scope("/v2"), None)
+        built_at_once = access._writer.pending
+        await asyncio.sleep(0)  # the loop step ends
+        return built_at_once, access._writer.pending
+
+    assert asyncio.run(answer_three()) == (0, 3)
+    assert len(written(access, stream)) == 3
     access.close()
