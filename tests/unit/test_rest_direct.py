@@ -428,3 +428,66 @@ async def test_a_failing_listener_leaves_one_answer_and_the_connection_open(
         assert (await read_response(reader))[0] == 200
         writer.close()
     assert "request listener failed" in caplog.text
+
+
+class StubTransport(asyncio.Transport):
+    """What a connection's protocol writes, without a socket."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 5555)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def test_requests_read_in_one_loop_step_are_started_together_once_the_reads_are_done(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[bytes] = []
+    real_begin = DirectInferenceProtocol._begin
+
+    def begin(self: DirectInferenceProtocol, request: direct.DirectRequest, body: bytes) -> None:
+        started.append(body)
+        real_begin(self, request, body)
+
+    monkeypatch.setattr(DirectInferenceProtocol, "_begin", begin)
+    async with listening(repo) as listener:
+        config, state = listener.server.config, listener.server.server_state
+        connections = []
+        for first in (1.0, 2.0, -3.0):  # the last one is slow: started with the others
+            protocol = DirectInferenceProtocol(config=config, server_state=state, app_state={})
+            transport = StubTransport()
+            protocol.connection_made(transport)
+            protocol.data_received(post("/v2/models/slow/infer", slow_body(first)))
+            connections.append((protocol, transport))
+        assert started == []  # all three reads first
+        await asyncio.sleep(0)  # the loop step ends: one callback starts all three
+        assert started == [slow_body(1.0), slow_body(2.0), slow_body(-3.0)]
+        await listener.finished(3)
+        for protocol, _ in connections:
+            protocol.connection_lost(None)  # else shutting down waits for them
+    answers = [transport.written.split(b"\r\n\r\n", 1) for _, transport in connections]
+    assert [head.split(b" ")[1] for head, _ in answers] == [b"200"] * 3
+    assert [json.loads(body)["outputs"][0]["data"] for _, body in answers] == [[2.0], [4.0], [-6.0]]
+    assert listener.app.asgi_calls == 0
