@@ -8,9 +8,11 @@ its own event loop on a loopback port, and speaks raw HTTP/1.1 to it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
 import socket
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -491,3 +493,73 @@ async def test_requests_read_in_one_loop_step_are_started_together_once_the_read
     assert [head.split(b" ")[1] for head, _ in answers] == [b"200"] * 3
     assert [json.loads(body)["outputs"][0]["data"] for _, body in answers] == [[2.0], [4.0], [-6.0]]
     assert listener.app.asgi_calls == 0
+
+
+async def test_each_request_starts_in_a_fresh_context_whatever_the_read_ran_in(repo: Path) -> None:
+    """The step's callback runs in the context of the read that scheduled it, which may still
+    hold another request's record: no request may report with it."""
+    async with listening(repo) as listener:
+        protocol = DirectInferenceProtocol(
+            config=listener.server.config, server_state=listener.server.server_state, app_state={}
+        )
+        protocol.connection_made(StubTransport())
+        foreign = RequestRecord("slow", "1", "someone else's")
+        token = CURRENT_RECORD.set(foreign)
+        try:
+            protocol.data_received(post("/v2/models/nope/infer", IRIS))
+            protocol.data_received(post("/v2/models/iris/infer", IRIS))  # pipelined: through ASGI
+        finally:
+            CURRENT_RECORD.reset(token)
+        await listener.finished(2)
+        protocol.connection_lost(None)
+    (route, status, record), (_, second_status, second_record) = listener.recorder.finished
+    assert (route, status, record) == ("/v2/models/{model}/infer", 404, None)
+    assert second_status == 200 and second_record is not None and second_record.request_id == "r1"
+
+
+class Interrupting:
+    """Stands in for a connection's protocol: records its start; one raises a BaseException."""
+
+    def __init__(self, name: str, started: list[str], interrupt: bool = False) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.name, self.started, self.interrupt = name, started, interrupt
+
+    def _begin(self, request: object, body: bytes) -> None:
+        self.started.append(self.name)
+        if self.interrupt:
+            raise KeyboardInterrupt
+
+
+async def test_an_interrupt_while_starting_leaves_the_other_requests_to_a_later_callback() -> None:
+    loop = asyncio.get_running_loop()
+    raised: list[BaseException | None] = []
+    loop.set_exception_handler(lambda _, context: raised.append(context.get("exception")))
+    starts = direct._StepStarts.of(loop)
+    started: list[str] = []
+    for name in ("a", "b", "c"):
+        starts.add(Interrupting(name, started, interrupt=name == "a"), object(), b"")  # type: ignore[arg-type]
+    with pytest.raises(KeyboardInterrupt):
+        starts._start_all()
+    assert started == ["a"]
+    await asyncio.sleep(0)
+    assert started == ["a", "b", "c"]
+
+
+def test_a_loop_closed_with_requests_staged_is_let_go() -> None:
+    """Staged requests hold their protocols, and those their loop: the loop's queue is dropped
+    once the loop has closed, when the next loop's queue is made."""
+
+    class Staging:
+        def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+            self.loop = loop
+
+    loop = asyncio.new_event_loop()
+    gone = weakref.ref(loop)
+    direct._StepStarts.of(loop).add(Staging(loop), object(), b"body")  # type: ignore[arg-type]
+    loop.close()  # before its callback ran
+    del loop
+    other = asyncio.new_event_loop()
+    direct._StepStarts.of(other)
+    gc.collect()
+    assert gone() is None
+    other.close()

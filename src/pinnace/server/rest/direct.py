@@ -235,9 +235,12 @@ class DirectInferenceProtocol(CoalescingHttpToolsProtocol):
     # -- answering ----------------------------------------------------------------------------
 
     def _begin(self, request: DirectRequest, body: bytes) -> None:
-        """Start the request in a context of its own, as a task would have: the request record
-        the data plane keeps there is this request's alone."""
-        context = request.context = contextvars.copy_context()
+        """Start the request in a fresh context of its own, as the ASGI route's tasks start
+        (uvicorn's ``reset_contextvars``): the request record the data plane keeps there is
+        this request's alone. Not a copy of the current one: the step's callback runs in the
+        context of whichever read scheduled it, which may still hold another request's
+        record (a read resumed from inside a pipelined ASGI request's ``send``)."""
+        context = request.context = contextvars.Context()
         context.run(self._start, request, body)
 
     def _start(self, request: DirectRequest, body: bytes) -> None:
@@ -366,14 +369,17 @@ class _StepStarts:
     __slots__ = ("_pending",)
 
     def __init__(self) -> None:
-        self._pending: list[tuple[DirectInferenceProtocol, DirectRequest, bytes]] = []
+        self._pending: list[_Staged | None] = []
 
     @staticmethod
     def of(loop: asyncio.AbstractEventLoop) -> _StepStarts:
-        """The loop's queue: one per loop, shared by all its connections (and holding no
-        reference to the loop, which keys it weakly)."""
+        """The loop's queue: one per loop, shared by all its connections."""
         starts = _STEP_STARTS.get(loop)
         if starts is None:
+            # Requests staged on a loop that closed before its callback ran hold their
+            # protocols, and those the loop: its entry would never go. Dropped here.
+            for closed in [other for other in _STEP_STARTS if other.is_closed()]:
+                del _STEP_STARTS[closed]
             starts = _STEP_STARTS[loop] = _StepStarts()
         return starts
 
@@ -385,7 +391,10 @@ class _StepStarts:
 
     def _start_all(self) -> None:
         pending, self._pending = self._pending, []
-        for protocol, request, body in pending:
+        for index, staged in enumerate(pending):
+            assert staged is not None
+            pending[index] = None  # its body goes once its request has started
+            protocol, request, body = staged
             try:
                 protocol._begin(request, body)
             except Exception:
@@ -394,6 +403,17 @@ class _StepStarts:
                 log.exception("starting a request on %s failed", request.route)
                 if not request.response_complete:
                     protocol._answer_internal_error(request)
+            except BaseException:
+                # An interrupt or a cancellation goes on up; the step's other requests start
+                # in a later callback rather than never.
+                rest = pending[index + 1 :]
+                if rest:
+                    if not self._pending:
+                        protocol.loop.call_soon(self._start_all)
+                    self._pending[:0] = rest
+                raise
 
+
+_Staged = tuple[DirectInferenceProtocol, DirectRequest, bytes]
 
 _STEP_STARTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StepStarts] = weakref.WeakKeyDictionary()
