@@ -113,6 +113,9 @@ class AccessLog(Collector):
         and status."""
         self._pending: list[_Item] = []
         """Requests answered in this loop step, their lines not built yet."""
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+        """The loop asked to build the pending lines, until it has."""
+        self._max_pending = max_pending
         self._failed = False
         """A line has failed to build (logged once)."""
         self._writer: BackgroundWriter[bytes] = BackgroundWriter(
@@ -141,11 +144,20 @@ class AccessLog(Collector):
             return
         pending = self._pending
         pending.append((time.time(), protocol, route, model, version, status, seconds, scope, record))
-        if len(pending) == 1:
-            try:
-                asyncio.get_running_loop().call_soon(self._build_pending)
-            except RuntimeError:  # no loop here: a test, or a transport shutting down
-                self._build_pending()
+        scheduled = self._scheduled_on
+        if len(pending) == 1 or len(pending) > self._max_pending or scheduled is None or scheduled.is_closed():
+            # The step's first line; or the build that was asked for is lost (its loop closed,
+            # or stopped for good): ask again, so that lines neither wait nor pile up.
+            self._schedule_build()
+
+    def _schedule_build(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()  # a system call on Python 3.11: once a step
+        except RuntimeError:  # no loop here: a test, or a transport shutting down
+            self._build_pending()
+            return
+        self._scheduled_on = loop
+        loop.call_soon(self._build_pending)
 
     def flush(self) -> None:
         self._build_pending()
@@ -163,6 +175,7 @@ class AccessLog(Collector):
         self._writer.close()
 
     def _build_pending(self) -> None:
+        self._scheduled_on = None
         pending, self._pending = self._pending, []
         build = self._text_line if self._text else self._json_line
         put = self._writer.put

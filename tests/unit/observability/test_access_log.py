@@ -194,3 +194,21 @@ def test_the_loop_builds_a_steps_lines_together_once_its_callbacks_are_done(
     assert asyncio.run(answer_three()) == (0, 3)
     assert len(written(access, stream)) == 3
     access.close()
+
+
+def test_lines_whose_loop_closed_before_building_them_are_built_by_the_next_add(
+    access_logger: logging.Logger,
+) -> None:
+    stream = io.StringIO()
+    access = AccessLog("json", stream=stream, interval_s=3600)
+
+    async def answered_last() -> None:  # a response in the loop's last step
+        asyncio.get_running_loop().call_soon(access.add, "rest", "/v2/a", "", "", 200, 0.001, None, None)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(answered_last())
+    loop.close()  # the build it asked for never runs
+    access.add("rest", "/v2/b", "", "", 200, 0.001, None, None)  # no loop now: built at once
+    access._writer.flush()
+    assert [json.loads(line)["route"] for line in stream.getvalue().splitlines()] == ["/v2/a", "/v2/b"]
+    access.close()
