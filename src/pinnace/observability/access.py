@@ -197,7 +197,7 @@ class AccessLog(Collector):
         stream.write((b"\n".join(lines) + b"\n").decode())
         stream.flush()
 
-    def parts(self, item: _Item) -> tuple[_Repeated, str, _Varying]:
+    def _parts(self, item: _Item) -> tuple[_Repeated, str, _Varying]:
         """A line's parts: what repeats, the request id, and the fields that change."""
         _, protocol, route, model, version, status, seconds, scope, record = item
         method = path = client = request_id = trace_id = None
@@ -228,7 +228,7 @@ class AccessLog(Collector):
         return repeated, request_id or f"{self._id_prefix}-{next(self._ids):x}", varying
 
     def _json_line(self, item: _Item) -> bytes:
-        repeated, request_id, varying = self.parts(item)
+        repeated, request_id, varying = self._parts(item)
         return b"".join(
             (
                 b'{"ts":"',
@@ -241,7 +241,7 @@ class AccessLog(Collector):
         )
 
     def _text_line(self, item: _Item) -> bytes:
-        repeated, request_id, varying = self.parts(item)
+        repeated, request_id, varying = self._parts(item)
         words = [
             text_time(item[0]),
             "INFO   ",
