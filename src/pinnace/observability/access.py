@@ -1,14 +1,14 @@
 """The access log: one line per request on the ``pinnace.access`` logger's level and format.
 
-Each response's facts are queued on the event loop; once per loop step, after that step's
-responses are out, the loop builds their lines in one go and hands the bytes to a background
-thread that writes them to standard error, where logging writes
-(:mod:`pinnace.observability.background`). Built one by one, between the requests, the lines
-cost more: every request's path runs through the HTTP parser, the codec and the model in
-between, and the line-building code met cold caches each time. Built on the writer thread,
-they cost more again, for each hand-over of the GIL between it and the loop costs both.
-Measured under wrk with iris at 64 connections: 27,400 to 27,800 requests a second with the
-lines built in one go, 25,300 to 26,300 one by one. Setting ``pinnace.access=warning`` in
+Each response's facts are queued on the event loop; the loop builds the lines of a
+millisecond's responses in one go (:mod:`pinnace.observability.deferred`) and hands the bytes
+to a background thread that writes them to standard error, where logging writes
+(:mod:`pinnace.observability.background`). Built one by one, right after each response, the
+lines cost more: every request's path runs through the HTTP parser, the codec and the model
+in between, and the line-building code met cold caches each time. Built on the writer
+thread, they cost more again, for each hand-over of the GIL between it and the loop costs
+both. Measured under wrk with iris at 64 connections: 27,400 to 27,800 requests a second with
+a loop step's lines built in one go, 25,300 to 26,300 one by one. Setting ``pinnace.access=warning`` in
 ``--log-level`` turns it off like any other logger. Payloads are never logged here.
 
 What repeats for the same path, model and status (the message, the capped fields, their JSON)
@@ -22,7 +22,6 @@ Fields of a JSON line (``null`` where they do not apply)::
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import secrets
@@ -37,6 +36,7 @@ from prometheus_client.registry import Collector
 
 from pinnace.core.stats import RequestRecord
 from pinnace.observability.background import BackgroundWriter
+from pinnace.observability.deferred import Deferred
 from pinnace.observability.logging import iso_utc, text_time
 from pinnace.observability.metrics import outcome_of
 
@@ -89,7 +89,7 @@ class _Varying(msgspec.Struct, gc=False):
 
 
 class AccessLog(Collector):
-    """Builds a line for each finished request on the loop, a loop step's lines at a time; a
+    """Builds a line for each finished request on the loop, a millisecond's lines at a time; a
     thread writes them to ``stream``."""
 
     def __init__(
@@ -111,11 +111,10 @@ class AccessLog(Collector):
         self._repeated: dict[tuple[Any, ...], _Repeated] = {}
         """The parts of a line that repeat, by protocol, method, path, route, model, version
         and status."""
-        self._pending: list[_Item] = []
-        """Requests answered in this loop step, their lines not built yet."""
-        self._scheduled_on: asyncio.AbstractEventLoop | None = None
-        """The loop asked to build the pending lines, until it has."""
-        self._max_pending = max_pending
+        self._pending: Deferred[_Item] = Deferred(
+            "building access log lines", self._build_lines, most=max_pending
+        )
+        """Requests answered, their lines not built yet."""
         self._failed = False
         """A line has failed to build (logged once)."""
         self._writer: BackgroundWriter[bytes] = BackgroundWriter(
@@ -138,29 +137,14 @@ class AccessLog(Collector):
         record: RequestRecord | None,
     ) -> None:
         """Called on the event loop once per request, after its response: queues its facts,
-        and makes sure the loop builds the step's lines once its callbacks are done. A line
-        built while the writer's queue is full is dropped (and counted)."""
+        for the loop to build its line with the others of the next millisecond. A line built
+        while the writer's queue is full is dropped (and counted)."""
         if not self._logger.isEnabledFor(logging.INFO):
             return
-        pending = self._pending
-        pending.append((time.time(), protocol, route, model, version, status, seconds, scope, record))
-        scheduled = self._scheduled_on
-        if len(pending) == 1 or len(pending) > self._max_pending or scheduled is None or scheduled.is_closed():
-            # The step's first line; or the build that was asked for is lost (its loop closed,
-            # or stopped for good): ask again, so that lines neither wait nor pile up.
-            self._schedule_build()
-
-    def _schedule_build(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()  # a system call on Python 3.11: once a step
-        except RuntimeError:  # no loop here: a test, or a transport shutting down
-            self._build_pending()
-            return
-        self._scheduled_on = loop
-        loop.call_soon(self._build_pending)
+        self._pending.add((time.time(), protocol, route, model, version, status, seconds, scope, record))
 
     def flush(self) -> None:
-        self._build_pending()
+        self._pending.flush()
         self._writer.flush()
 
     def collect(self) -> Iterator[Metric]:
@@ -171,15 +155,13 @@ class AccessLog(Collector):
         yield dropped
 
     def close(self) -> None:
-        self._build_pending()
+        self._pending.flush()
         self._writer.close()
 
-    def _build_pending(self) -> None:
-        self._scheduled_on = None
-        pending, self._pending = self._pending, []
+    def _build_lines(self, items: list[_Item]) -> None:
         build = self._text_line if self._text else self._json_line
         put = self._writer.put
-        for item in pending:
+        for item in items:
             try:
                 line = build(item)
             except Exception:

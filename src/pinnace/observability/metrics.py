@@ -40,6 +40,7 @@ from prometheus_client.registry import Collector
 
 from pinnace import __version__
 from pinnace.core.stats import ExecutedBatch, RecordFactory, RequestRecord
+from pinnace.observability.deferred import Deferred
 from pinnace.repository.state import ModelState
 
 if TYPE_CHECKING:
@@ -48,6 +49,9 @@ if TYPE_CHECKING:
 
 UNKNOWN: Final = "__unknown__"
 """The model label of requests naming a model the repository does not know."""
+
+_Finished = tuple[str, str, str, str, int, float, bool]
+"""A finished request as :meth:`ServerMetrics.on_request` is told of it."""
 
 LATENCY_BUCKETS: Final = (
     1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05,
@@ -203,6 +207,7 @@ class ServerMetrics(Collector):
         self._series: dict[tuple[str, str], _ModelSeries] = {}
         # Children per (protocol, route, model, version, status): one lookup per request.
         self._request_children: dict[tuple[str, str, str, str, int], list[Any]] = {}
+        self._finished: Deferred[_Finished] = Deferred("counting requests", self._count, most=65536)
         self._known: dict[str, set[str]] = {}
         self._dataplane: DataPlane | None = None
         self._artifact_bytes: weakref.WeakKeyDictionary[ServedVersion, int] = (
@@ -250,19 +255,25 @@ class ServerMetrics(Collector):
         timed: bool,
     ) -> None:
         """One finished request, with label values already guarded; ``timed``: it reached a
-        model, so its duration is observed too."""
-        key = (protocol, route, model, version, status)
-        children = self._request_children.get(key)
-        if children is None:
-            counter = self.requests.labels(protocol, route, model, version, outcome_of(protocol, status))
-            children = self._request_children[key] = [counter, None]
-        children[0].value += 1
-        if timed:
-            hist = children[1]
-            if hist is None:
-                hist = children[1] = self.request_duration.labels(protocol, model, version)
-            hist.counts[bisect.bisect_left(hist.bounds, seconds)] += 1
-            hist.sum += seconds
+        model, so its duration is observed too. Counted with the others of the next
+        millisecond (see :mod:`pinnace.observability.deferred`); a scrape counts it first."""
+        self._finished.add((protocol, route, model, version, status, seconds, timed))
+
+    def _count(self, finished: list[_Finished]) -> None:
+        children_of = self._request_children
+        for protocol, route, model, version, status, seconds, timed in finished:
+            key = (protocol, route, model, version, status)
+            children = children_of.get(key)
+            if children is None:
+                counter = self.requests.labels(protocol, route, model, version, outcome_of(protocol, status))
+                children = children_of[key] = [counter, None]
+            children[0].value += 1
+            if timed:
+                hist = children[1]
+                if hist is None:
+                    hist = children[1] = self.request_duration.labels(protocol, model, version)
+                hist.counts[bisect.bisect_left(hist.bounds, seconds)] += 1
+                hist.sum += seconds
 
     def on_load(self, model: str, version: str, seconds: float, ok: bool) -> None:
         self._known.setdefault(model, set()).add(version)
@@ -292,6 +303,7 @@ class ServerMetrics(Collector):
         return CONTENT_TYPE_LATEST.encode(), generate_latest(self.registry)
 
     def collect(self) -> Iterator[Metric]:
+        self._finished.flush()  # the requests answered in the last millisecond, too
         for family in self._families:
             yield family.collect()
         info = GaugeMetricFamily("pinnace_info", "The pinnace version serving.", labels=["version"])

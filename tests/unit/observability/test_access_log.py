@@ -14,6 +14,7 @@ import pytest
 
 from pinnace.core.stats import RequestRecord
 from pinnace.observability.access import ACCESS_LOGGER, AccessLog
+from pinnace.observability.deferred import DELAY_S
 
 FIELDS = [
     "ts", "level", "logger", "message", "request_id", "protocol", "method", "path", "route",
@@ -178,20 +179,23 @@ def test_json_lines_are_byte_for_byte_what_msgspec_writes_for_the_whole_line(
     access.close()
 
 
-def test_the_loop_builds_a_steps_lines_together_once_its_callbacks_are_done(
+def test_the_loop_builds_a_moments_lines_together_after_the_responses(
     access_logger: logging.Logger,
 ) -> None:
     stream = io.StringIO()
     access = AccessLog("json", stream=stream, interval_s=3600)
 
-    async def answer_three() -> tuple[int, int]:
+    async def answer_three() -> list[int]:
         for _ in range(3):
             access.add("rest", "/v2", "", "", 200, 0.001, scope("/v2"), None)
-        built_at_once = access._writer.pending
-        await asyncio.sleep(0)  # the loop step ends
-        return built_at_once, access._writer.pending
+        built = [access._writer.pending]
+        await asyncio.sleep(0)  # the loop step ends: still nothing built
+        built.append(access._writer.pending)
+        await asyncio.sleep(DELAY_S * 5)
+        built.append(access._writer.pending)
+        return built
 
-    assert asyncio.run(answer_three()) == (0, 3)
+    assert asyncio.run(answer_three()) == [0, 0, 3]
     assert len(written(access, stream)) == 3
     access.close()
 

@@ -165,3 +165,21 @@ def test_model_labels_accept_only_what_the_repository_knows(iris_repo: Path) -> 
     assert metrics.model_labels("iris", "3") == ("iris", UNKNOWN)  # no such version loaded
     metrics.on_load("iris", "3", 0.1, False)  # a failed load still makes the version known
     assert metrics.model_labels("iris", "3") == ("iris", "3")
+
+
+def test_a_scrape_counts_the_requests_answered_just_before_it() -> None:
+    """Requests are counted a moment after their answers (off the next request's path); a
+    scrape counts what waits first."""
+    metrics = ServerMetrics(CollectorRegistry(), process_metrics=False)
+
+    async def answer_then_scrape() -> str:
+        metrics.on_request("rest", "/v2/models/{model}/infer", "iris", "1", 200, 0.002, True)
+        metrics.on_request("rest", "/v2/models/{model}/infer", "iris", "1", 400, 0.001, False)
+        return metrics.exposition()[1].decode()
+
+    found = samples(asyncio.run(answer_then_scrape()))
+    labels = {"protocol": "rest", "route": "/v2/models/{model}/infer", "model": "iris", "version": "1"}
+    assert found["pinnace_requests_total", frozenset({**labels, "outcome": "success"}.items())] == 1
+    assert found["pinnace_requests_total", frozenset({**labels, "outcome": "invalid"}.items())] == 1
+    timed = frozenset({"protocol": "rest", "model": "iris", "version": "1"}.items())
+    assert found["pinnace_request_duration_seconds_count", timed] == 1
