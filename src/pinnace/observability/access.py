@@ -55,7 +55,6 @@ class _Repeated(msgspec.Struct, gc=False):
     """What a line shares with every line of the same path, model and status."""
 
     message: str
-    path: str | None
     model: str | None
     version: str | None
     json_head: bytes
@@ -198,15 +197,11 @@ class AccessLog(Collector):
             if len(self._repeated) >= _REPEATED_CACHE_SIZE:
                 self._repeated.clear()
             repeated = self._repeated[key] = _repeats(key)
-        ran = record is not None and record.batch_size > 0
-        varying = _Varying(
-            _ms(seconds),
-            _ms(record.queue_s) if ran and record else None,
-            _ms(record.compute_s) if ran and record else None,
-            record.batch_size if ran and record else None,
-            f"{client[0]}:{client[1]}" if client else None,
-            trace_id,
-        )
+        queue_ms = compute_ms = batch_size = None
+        if record is not None and record.batch_size > 0:  # it ran in a batch
+            queue_ms, compute_ms, batch_size = _ms(record.queue_s), _ms(record.compute_s), record.batch_size
+        client_text = f"{client[0]}:{client[1]}" if client else None
+        varying = _Varying(_ms(seconds), queue_ms, compute_ms, batch_size, client_text, trace_id)
         return repeated, request_id or f"{self._id_prefix}-{next(self._ids):x}", varying
 
     def _json_line(self, item: _Item) -> bytes:
@@ -253,7 +248,6 @@ def _repeats(key: tuple[Any, ...]) -> _Repeated:
     fields = _RepeatedFields(protocol, method, path, route, model, version, status, outcome_of(protocol, status))
     return _Repeated(
         message,
-        path,
         model,
         version,
         f'","level":"info","logger":"{ACCESS_LOGGER}","message":'.encode()

@@ -70,7 +70,6 @@ def _lifted(body: bytes) -> Decoded | None:
     msgspec reads it; None when the two steps must decide (see the module docstring)."""
     pieces: list[bytes] = []
     arrays: list[bytes | memoryview] = []
-    view = memoryview(body)
     find = body.find
     at = copied = 0
     while (key := find(_DATA_ARRAY, at)) != -1:
@@ -83,7 +82,7 @@ def _lifted(body: bytes) -> Decoded | None:
             at = start + 1  # nested: left in the body, for the two steps' usual path
             continue
         pieces += (body[copied:start], _MARKER)
-        arrays.append(view[start:end] if end - start >= _VIEW_FROM else body[start:end])
+        arrays.append(memoryview(body)[start:end] if end - start >= _VIEW_FROM else body[start:end])
         copied = end
     if not arrays:
         return None

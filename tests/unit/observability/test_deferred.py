@@ -55,16 +55,21 @@ def test_without_a_loop_items_are_handled_at_once_and_flush_handles_what_waits()
     assert handled.calls == [[1], [2], [3]]
 
 
-def test_items_whose_loop_closed_first_are_handled_with_the_next_one() -> None:
-    handled = Handled()
-    deferred: Deferred[int] = Deferred("test", handled, most=100)
+def queued_on_a_loop_that_stops(deferred: Deferred[int], item: int) -> asyncio.AbstractEventLoop:
+    """``item`` queued on a loop that stops before the call it asked for runs."""
 
     async def queue_one() -> None:
-        deferred.add(1)
+        deferred.add(item)
 
     loop = asyncio.new_event_loop()
     loop.run_until_complete(queue_one())
-    loop.close()  # before the call it asked for
+    return loop
+
+
+def test_items_whose_loop_closed_first_are_handled_with_the_next_one() -> None:
+    handled = Handled()
+    deferred: Deferred[int] = Deferred("test", handled, most=100)
+    queued_on_a_loop_that_stops(deferred, 1).close()
     assert handled.calls == []
     deferred.add(2)  # no loop now
     assert handled.calls == [[1, 2]]
@@ -73,12 +78,7 @@ def test_items_whose_loop_closed_first_are_handled_with_the_next_one() -> None:
 def test_a_full_queue_is_handled_at_once_on_a_loop_that_stopped_for_good() -> None:
     handled = Handled()
     deferred: Deferred[int] = Deferred("test", handled, most=3)
-
-    async def queue_one() -> None:
-        deferred.add(0)
-
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(queue_one())  # stopped, not closed: its call never comes
+    loop = queued_on_a_loop_that_stops(deferred, 0)  # stopped, not closed: its call never comes
     for item in range(1, 4):
         deferred.add(item)
     assert handled.calls == [[0, 1, 2, 3]]
