@@ -59,14 +59,22 @@ def simdjson_arrays(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray | None]:
     """What each array simdjson parsed became (None: it left the array to the usual path),
     whether its text was lifted out of the body or found by the two steps."""
     seen: list[np.ndarray | None] = []
-    real = json_numbers.array_numbers
+    parsed: list[object] = []
+    real_parse, real_numbers = json_numbers._parse, json_numbers.numbers
 
-    def spy(array: Any, dtype: np.dtype) -> np.ndarray | None:
-        seen.append(real(array, dtype))
-        return seen[-1]
+    def parse(text: bytes | memoryview, own: bool) -> Any:
+        parsed.append(text)
+        return real_parse(text, own)
 
-    monkeypatch.setattr(json_numbers, "array_numbers", spy)
-    monkeypatch.setattr(json_long, "array_numbers", spy)
+    def numbers(text: bytes | memoryview, dtype: np.dtype, *, flat: bool = False) -> np.ndarray | None:
+        asked = len(parsed)
+        result = real_numbers(text, dtype, flat=flat)
+        if len(parsed) > asked:  # simdjson parsed it
+            seen.append(result)
+        return result
+
+    monkeypatch.setattr(json_numbers, "_parse", parse)
+    monkeypatch.setattr(json_long, "numbers", numbers)
     return seen
 
 
@@ -222,10 +230,12 @@ def test_arrays_too_long_to_keep_a_parser_for_get_one_of_their_own(
     """A parser holds on to the buffers of the largest document it saw: over 8 MiB of text,
     the array is parsed by a parser that goes with it."""
 
-    def kept_parser(text: bytes) -> object:
-        raise AssertionError(f"the kept parser was given {len(text)} bytes")
+    class NoKeptParser:
+        @property
+        def parser(self) -> object:
+            raise AssertionError("the kept parser was asked for")
 
-    monkeypatch.setattr(json_numbers, "_parse_with_kept_parser", kept_parser)
+    monkeypatch.setattr(json_numbers, "_parsers", NoKeptParser())
     text = b"[" + b"1.25," * 2_200_000 + b"1.25]"
     assert len(text) > 8 << 20
     array = json_numbers.numbers(text, np.dtype(np.float32))
@@ -454,3 +464,15 @@ def test_the_threads_parser_is_kept_unless_the_array_was_dense() -> None:
     array = json_numbers.numbers(dense, np.dtype(np.int64))
     assert array is not None and array.size == 400_001
     assert json_numbers._parsers.parser is not kept
+
+
+def test_a_parser_still_held_elsewhere_is_replaced_rather_than_refusing_the_request() -> None:
+    """A document kept alive past its request (a traceback holding it, say) makes simdjson
+    refuse its parser: the thread starts a fresh one."""
+    held = json_numbers._parsers.parser
+    document = held.parse(b"[1, 2]")
+    text = ("[" + ",".join(["0.5"] * 600) + "]").encode()
+    array = json_numbers.numbers(text, np.dtype(np.float32))
+    assert array is not None and array.size == 600 and bool((array == 0.5).all())
+    assert json_numbers._parsers.parser is not held
+    del document

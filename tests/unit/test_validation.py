@@ -104,6 +104,20 @@ def test_finite_float64_values_whose_sum_overflows_are_accepted() -> None:
         check.check(req(inf))
 
 
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64"])
+@pytest.mark.parametrize("width", [8, 256, 16384, 20000])  # each way of checking, and its edge
+@pytest.mark.parametrize(("where", "bad"), [(0, float("nan")), (-1, float("inf")), (-1, float("-inf"))])
+def test_a_single_nonfinite_value_is_found_in_tensors_of_any_size(
+    datatype: str, width: int, where: int, bad: float
+) -> None:
+    check = one_input(datatype, width)
+    values = np.full((1, width), 1.5, dtype={"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}[datatype])
+    assert check.check(req(Tensor("x", datatype, values))).rows == 1
+    values[0, where] = bad
+    with pytest.raises(InvalidInputError, match="NaN or Inf"):
+        check.check(req(Tensor("x", datatype, values)))
+
+
 def test_nan_allowed_where_the_manifest_says_so() -> None:
     checked = SignatureCheck(MANIFEST).check(req(fp32("x", [1, 2, 3]), fp32("w", [float("inf"), 0, 0])))
     assert checked.rows == 1

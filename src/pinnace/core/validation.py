@@ -23,6 +23,10 @@ Arrays = dict[str, np.ndarray]
 _SMALL: Final = 32
 """Up to this many elements, checking finiteness in Python beats numpy's call overhead
 (about 0.2 µs against 1.3 µs for 4 floats)."""
+_COUNTED: Final = 16384
+"""Up to this many elements, counting the finite ones beats asking numpy whether all are:
+``count_nonzero`` skips the reduction machinery (0.7 against 1.3 µs for 256 floats), which
+pays for itself until the arrays are long (2.5 against 2.7 µs at 16,384)."""
 _FLOATS: Final = frozenset({"FP16", "FP32", "FP64", "BF16"})
 _BF16_BITS: Final = np.dtype(np.uint16)
 _BF16_EXPONENT: Final = 0x7F80
@@ -171,4 +175,6 @@ def _finite(data: np.ndarray) -> bool:
         if data.dtype in _SUMMABLE:
             return math.isfinite(sum(values))  # NaN and ±Inf survive a sum; nothing overflows
         return all(map(math.isfinite, values))
+    if data.size <= _COUNTED:
+        return int(np.count_nonzero(np.isfinite(data))) == data.size
     return bool(np.isfinite(data).all())

@@ -189,12 +189,16 @@ def _binary_size(item: WireInput) -> int | None:
 
 
 def _shaped(item: WireInput, flat: np.ndarray, max_elements: int) -> np.ndarray:
-    """The checks of :func:`_array_from_json`, for an array simdjson made (the shape's
-    own checks included: a long array is rare enough to run them all)."""
-    count = element_count(item.name, item.shape, max_elements)
+    """The checks of :func:`_array_from_json`, for an array simdjson made."""
+    shape = item.shape  # ints: msgspec refuses anything else, bools included
+    if len(shape) > MAX_RANK or (shape and min(shape) < 0):
+        element_count(item.name, shape, max_elements)  # raises, with the message
+    count = math.prod(shape)
+    if count > max_elements:
+        element_count(item.name, shape, max_elements)  # raises, with the message
     if flat.size != count:
         raise _wrong_count(item, flat.size, count)
-    return flat.reshape(item.shape)
+    return flat.reshape(shape)
 
 
 def _array_from_json(item: WireInput, max_elements: int) -> np.ndarray:

@@ -33,7 +33,7 @@ import msgspec
 import numpy as np
 
 from pinnace.errors import InvalidInputError
-from pinnace.protocol.json_numbers import LONG_DATA_BYTES, array_numbers, numbers, read_document
+from pinnace.protocol.json_numbers import LONG_DATA_BYTES, numbers
 from pinnace.protocol.json_wire import (
     JSON_DTYPES,
     LongWireInput,
@@ -140,12 +140,8 @@ def _long_input(
     shape = item.shape
     dtype = _numeric_dtype(item.datatype, item.parameters)
     if len(text) >= LONG_DATA_BYTES and dtype is not None:
-        # A view is a long lifted array, known to be flat (numbers() checks that on bytes).
-        flat = (
-            numbers(text, dtype)
-            if isinstance(text, bytes)
-            else read_document(text, array_numbers, dtype)
-        )
+        # A lifted array is known to be flat; the two steps' text is checked.
+        flat = numbers(text, dtype, flat=lifted is not None)
         if flat is not None:
             return WireInput(item.name, shape, item.datatype, item.parameters), flat
     try:

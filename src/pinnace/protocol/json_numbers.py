@@ -7,10 +7,6 @@ instead, which numpy takes as it is: half the time at 256 floats, and the gap gr
 array. Below about 50 numbers the two calls cost more than they save, so short arrays keep
 the usual path (see ``LONG_DATA_BYTES``).
 
-:func:`numbers` takes an array's text as it is; :func:`read_document` and
-:func:`array_numbers` are its two halves, for a caller that knows the text is a flat array
-(the codec's arrays lifted out of a long body).
-
 Only flat arrays are taken (a nested one is left to the usual path, which refuses ragged
 nesting), and any number this path cannot represent exactly as the target type is left to
 the usual path too, so that what is accepted, and the message of what is refused, never
@@ -20,8 +16,7 @@ depend on which path ran.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 import numpy as np
 import simdjson
@@ -59,63 +54,38 @@ class _Parsers(threading.local):
 
     def __init__(self) -> None:
         self.parser = simdjson.Parser()
-        self.taken = 0
-        """Numbers read out of the current document (decides whether its parser is kept)."""
 
 
 _parsers = _Parsers()
 
 Document = Any
 """What simdjson parsed: a ``simdjson.Object``, ``simdjson.Array`` or a plain value."""
-T = TypeVar("T")
 
 
-def numbers(text: bytes, dtype: np.dtype) -> np.ndarray | None:
+def numbers(text: bytes | memoryview, dtype: np.dtype, *, flat: bool = False) -> np.ndarray | None:
     """``text`` (a JSON array) as a flat ``dtype`` array, or None when the usual path must
     decide: not a flat array of numbers (a nested or ragged one included), a number out of
-    the type's range, a bool dtype."""
-    if dtype not in _READ_AS or not _flat(text):
-        return None
-    return read_document(text, array_numbers, dtype)
-
-
-def read_document(text: bytes | memoryview, read: Callable[..., T | None], *args: Any) -> T | None:
-    """``read(document, *args)`` for ``text`` parsed by simdjson; None when simdjson refuses
-    the text (the usual path then says why) or ``read`` returns None.
-
-    ``read`` must return no part of the document (``simdjson.Object``/``Array``): while one
-    lives, the thread's parser cannot parse the next request.
-    """
-    own = len(text) > _KEPT_PARSER_BYTES
-    try:
-        document = simdjson.Parser().parse(text) if own else _parse_with_kept_parser(text)
-    except (ValueError, RuntimeError):  # malformed, or an integer past 64 bits
-        return None
-    _parsers.taken = 0
-    try:
-        return read(document, *args)
-    finally:
-        del document  # the parser refuses to be dropped while a document of its is alive
-        if not own and _parsers.taken > _KEPT_PARSER_NUMBERS:
-            _parsers.parser = simdjson.Parser()
-
-
-def array_numbers(array: Document, dtype: np.dtype) -> np.ndarray | None:
-    """A parsed JSON array that holds no array (the caller has made sure: simdjson would
-    flatten one) as a flat ``dtype`` array, or None as for :func:`numbers` (anything but an
-    array included)."""
+    the type's range, a bool dtype. ``flat``: the caller has made sure the text holds no
+    array (simdjson would flatten one); otherwise it is checked here (bytes only)."""
     wide = _READ_AS.get(dtype)
-    if wide is None or not isinstance(array, simdjson.Array):
+    if wide is None or not (flat or (isinstance(text, bytes) and _flat(text))):
         return None
+    own = len(text) > _KEPT_PARSER_BYTES
+    document = _parse(text, own)
+    if type(document) is not simdjson.Array:
+        return None  # refused by simdjson (the usual path then says why), or not an array
     of_type, wide_dtype = wide
     try:
-        buffer = array.as_buffer(of_type=of_type)  # a copy: the parser may be reused at once
+        buffer = document.as_buffer(of_type=of_type)  # a copy: the parser may be reused at once
     except (ValueError, TypeError, RuntimeError):
         # Not numbers of that kind, or out of its range (simdjson raises all three: a big
         # integer is a RuntimeError): the usual path decides, with its own message.
         return None
-    values = np.frombuffer(buffer, dtype=wide_dtype)
-    _parsers.taken += values.size
+    finally:
+        del document  # the parser refuses to be dropped while a document of its is alive
+    values = np.frombuffer(buffer, wide_dtype)
+    if not own and values.size > _KEPT_PARSER_NUMBERS:
+        _parsers.parser = simdjson.Parser()
     if dtype.kind != "f" and wide_dtype != dtype and values.size:
         limits = np.iinfo(dtype)
         if values.min() < limits.min or values.max() > limits.max:
@@ -130,13 +100,20 @@ def _flat(text: bytes) -> bool:
     return text.startswith(b"[") and text.find(b"[", 1) == -1
 
 
-def _parse_with_kept_parser(text: bytes | memoryview) -> Document:
+def _parse(text: bytes | memoryview, own: bool) -> Document | None:
+    """simdjson's document for ``text``, by a parser of its own or the thread's; None when
+    simdjson refuses the text (malformed, or an integer past 64 bits)."""
     try:
-        return _parsers.parser.parse(text)
-    except RuntimeError as exc:
-        if not str(exc).startswith(_STILL_IN_USE):
-            raise
+        if own:
+            return simdjson.Parser().parse(text)
+        try:
+            return _parsers.parser.parse(text)
+        except RuntimeError as exc:
+            if not str(exc).startswith(_STILL_IN_USE):
+                raise
         # A document of this parser's is still referenced (a traceback kept alive elsewhere):
         # start a fresh parser rather than refuse the request.
         _parsers.parser = simdjson.Parser()
         return _parsers.parser.parse(text)
+    except (ValueError, RuntimeError):
+        return None
