@@ -71,6 +71,8 @@ def test_json_nested_data_and_bytes() -> None:
         (body([{"name": "x", "shape": [2], "datatype": "FLOAT", "data": [1, 2]}]), "unknown datatype 'FLOAT'"),
         (body([{"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}]), "2 data elements, but shape [3] needs 3"),
         (body([{"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}]), "invalid dimension -1"),
+        (body([{"name": "x", "shape": [1] * 17, "datatype": "FP32", "data": [1]}]), "17 dimensions; at most 16"),
+        (body([{"name": "x", "shape": [True], "datatype": "FP32", "data": [1]}]), "Expected `int`, got `bool`"),
         (body([{"name": "x", "shape": [2], "datatype": "FP32", "data": ["a", "b"]}]), "does not fit datatype FP32"),
         (body([{"name": "x", "shape": [2], "datatype": "INT8", "data": [1, 1000]}]), "does not fit datatype INT8"),
         (body([{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3]]}]), "x"),

@@ -190,25 +190,30 @@ def _binary_size(item: WireInput) -> int | None:
 
 def _shaped(item: WireInput, flat: np.ndarray, max_elements: int) -> np.ndarray:
     """The checks of :func:`_array_from_json`, for an array simdjson made."""
-    shape = item.shape  # ints: msgspec refuses anything else, bools included
+    count = _count(item, max_elements)
+    if flat.size != count:
+        raise _wrong_count(item, flat.size, count)
+    return flat.reshape(item.shape)
+
+
+def _count(item: WireInput, max_elements: int) -> int:
+    """The elements of the input's shape. Its dimensions are ints (msgspec refuses anything
+    else, bools included), so only an unusual shape needs :func:`element_count`'s checks."""
+    shape = item.shape
     if len(shape) > MAX_RANK or (shape and min(shape) < 0):
         element_count(item.name, shape, max_elements)  # raises, with the message
     count = math.prod(shape)
     if count > max_elements:
         element_count(item.name, shape, max_elements)  # raises, with the message
-    if flat.size != count:
-        raise _wrong_count(item, flat.size, count)
-    return flat.reshape(shape)
+    return count
 
 
 def _array_from_json(item: WireInput, max_elements: int) -> np.ndarray:
     shape, data = item.shape, item.data
     dtype = JSON_DTYPES.get(item.datatype)
-    if dtype is None or data is None or len(shape) > MAX_RANK or (shape and min(shape) < 0):
+    if dtype is None or data is None:
         return _unusual_array_from_json(item, max_elements)
-    count = math.prod(shape)
-    if count > max_elements:
-        element_count(item.name, shape, max_elements)  # raises, with the message
+    count = _count(item, max_elements)
     try:
         array = np.array(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:
@@ -221,7 +226,7 @@ def _array_from_json(item: WireInput, max_elements: int) -> np.ndarray:
 
 
 def _unusual_array_from_json(item: WireInput, max_elements: int) -> np.ndarray:
-    """BYTES, BF16, unknown datatypes, absent data and bad shapes: each refused or converted
+    """BYTES, BF16, unknown datatypes and absent data: each refused or converted
     with its own message."""
     count = element_count(item.name, item.shape, max_elements)
     dtype_of(item.datatype)  # an unknown datatype is refused by name
