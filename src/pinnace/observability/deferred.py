@@ -43,9 +43,12 @@ class Deferred(Generic[T]):
         items = self._items
         items.append(item)
         scheduled = self._scheduled_on
-        if len(items) == 1 or len(items) > self._most or scheduled is None or scheduled.is_closed():
-            # The first item; or the call that was asked for is lost (its loop closed, or
-            # stopped for good): ask again, so that items neither wait nor pile up.
+        if len(items) > self._most:
+            # The call asked for has not come (its loop stopped for good, say): handle the
+            # items now rather than let them pile up.
+            self.flush()
+        elif len(items) == 1 or scheduled is None or scheduled.is_closed():
+            # The first item; or the call asked for is lost with its closed loop: ask again.
             self._schedule()
 
     def flush(self) -> None:

@@ -85,6 +85,20 @@ def test_a_full_queue_is_handled_at_once_on_a_loop_that_stopped_for_good() -> No
     loop.close()
 
 
+def test_a_full_queue_is_handled_at_once_even_on_a_running_loop() -> None:
+    handled = Handled()
+    deferred: Deferred[int] = Deferred("test", handled, most=3)
+    stopped = queued_on_a_loop_that_stops(deferred, 0)
+
+    async def queue_more() -> list[list[int]]:
+        for item in range(1, 4):
+            deferred.add(item)  # on this loop: the stopped one's call still seems to be coming
+        return list(handled.calls[-1]) if handled.calls else []
+
+    assert asyncio.run(queue_more()) == [0, 1, 2, 3]
+    stopped.close()
+
+
 def test_a_failing_handler_loses_its_items_only_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
     handled = Handled()
     deferred: Deferred[int] = Deferred("counting things", handled, most=100)
