@@ -78,6 +78,7 @@ def _length(data: bytes) -> int:
         ({"inputs": []}, 400, "missing input 'input'"),
         ({"inputs": GOOD["inputs"], "outputs": [{"name": "colour"}]}, 400, "unknown output 'colour'"),
         ({"inputs": GOOD["inputs"], "parameters": {"timeout": -5}}, 400, "timeout"),
+        ({"inputs": GOOD["inputs"], "parameters": {"timeout": "soon"}}, 400, "timeout"),
     ],
 )
 def test_bad_bodies(server: ServerProcess, payload: object, status: int, message: str) -> None:
@@ -184,3 +185,9 @@ def test_server_still_serves_after_all_that(server: ServerProcess) -> None:
     assert response.status_code == 200
     assert response.json()["outputs"][0]["data"] == [0]
     assert server.process.poll() is None
+
+
+def test_a_timeout_past_any_float_is_capped_to_the_maximum(server: ServerProcess) -> None:
+    """An integer too large for a float is a long timeout, not a server error."""
+    response = infer(server, {**GOOD, "parameters": {"timeout": 10**400}})
+    assert response.status_code == 200, response.text

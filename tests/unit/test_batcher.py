@@ -183,6 +183,26 @@ async def test_a_full_queue_refuses_at_once_with_retry_after(
     assert again["y_x"][0, 0] == 10.0
 
 
+@pytest.mark.parametrize("how", ["expired", "cancelled"])
+async def test_requests_no_longer_waiting_leave_room_in_a_full_queue(
+    model: GatedModel, executor: ThreadPoolExecutor, how: str
+) -> None:
+    batcher = make_batcher(model, executor, max_queue_size=2)
+    first = await occupy_slot(batcher, model)
+    gone = [submit(batcher, rows(1.0), timeout_s=0.05), submit(batcher, rows(2.0), timeout_s=0.05)]
+    if how == "cancelled":
+        for future in gone:
+            future.cancel()
+    await asyncio.wait(gone)
+    for future in gone:
+        assert future.cancelled() or isinstance(future.exception(), DeadlineExceededError)
+    admitted = submit(batcher, rows(3.0))  # the queue holds two requests, neither waiting
+    assert batcher.queue_depth == 1
+    model.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(first, admitted), WAIT_S)
+    assert [r["y_x"][0, 0] for r in results] == [-2.0, 6.0]
+
+
 async def test_a_deadline_fails_the_request_while_its_batch_still_runs(
     model: GatedModel, executor: ThreadPoolExecutor
 ) -> None:
@@ -214,6 +234,47 @@ async def test_a_request_that_expires_in_the_queue_is_never_executed(
     await asyncio.wait_for(first, WAIT_S)
     await asyncio.wait_for(submit(batcher, rows(1.0)), WAIT_S)
     assert [b["x"][0] for b in model.batches] == [1, 1], "the expired request did not run"
+
+
+class OneRowModel:
+    """Answers one row whatever it is given, and an extra output nobody asks for."""
+
+    def __call__(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        return {"y_x": inputs["x"][:1] * 2, "extra": np.zeros(1, np.float32)}
+
+
+async def test_a_wrong_batch_dimension_fails_a_lone_request_as_it_fails_a_batch(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Whether a model's wrong answer is caught must not depend on the load."""
+    batcher = make_batcher(OneRowModel(), executor)
+    with pytest.raises(InternalError, match=r"'y_x' with shape \[1, 3\] for a batch of 3 rows"):
+        await asyncio.wait_for(submit(batcher, rows(1.0, count=3)), WAIT_S)
+    # One row for one row is right, and the output nobody asked for is not looked at.
+    one = await asyncio.wait_for(submit(batcher, rows(4.0)), WAIT_S)
+    assert one["y_x"].tolist() == [[8.0, 8.0, 8.0]] and list(one) == ["y_x"]
+
+
+async def test_an_expired_request_is_not_counted_as_an_inference(
+    model: GatedModel, executor: ThreadPoolExecutor
+) -> None:
+    """As Triton counts: inferences and queue times of requests that got their outputs; the
+    execution itself counts, for the model did run."""
+    batcher = make_batcher(model, executor)
+    model.gate.clear()
+    doomed = submit(batcher, rows(1.0, count=5), timeout_s=0.05)
+    assert await asyncio.to_thread(model.entered.wait, WAIT_S)
+    with pytest.raises(DeadlineExceededError):
+        await asyncio.wait_for(doomed, WAIT_S)
+    model.gate.set()
+    while batcher.busy_slots:
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(submit(batcher, rows(2.0, count=2)), WAIT_S)
+    await asyncio.sleep(0)  # statistics hear of a batch in the loop step after its answers
+    stats = batcher.stats
+    assert (stats.inference_count, stats.execution_count) == (2, 2)
+    assert stats.inference_stats.queue.count == 1
+    assert [(b.batch_size, b.compute_infer.count) for b in stats.batch_stats] == [(5, 1), (2, 1)]
 
 
 async def test_a_failing_model_fails_every_request_of_its_batch_only(
@@ -251,6 +312,30 @@ async def test_close_refuses_new_requests_and_lets_queued_ones_finish(
     await asyncio.wait_for(closing, WAIT_S)
     assert first.result()["y_x"][0, 0] == -2.0
     assert queued.result()["y_x"][0, 0] == 2.0
+
+
+async def test_close_fails_every_request_left_when_its_grace_runs_out(
+    model: GatedModel, executor: ThreadPoolExecutor
+) -> None:
+    """Not left to its own deadline (a minute by default), and nothing more reaches the
+    executor, which close() shuts down, or the model, which is about to be unloaded."""
+    loop_errors: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: loop_errors.append(context))
+    batcher = make_batcher(model, executor)
+    running = await occupy_slot(batcher, model)
+    queued = [submit(batcher, rows(float(i)), timeout_s=60.0) for i in range(3)]
+    await asyncio.sleep(0)
+    await batcher.close(0.05)
+    assert all(f.done() for f in (running, *queued)), "failed as the grace ran out"
+    for future in (running, *queued):
+        with pytest.raises(ServerBusyError, match="unloaded"):
+            future.result()
+    model.gate.set()  # the running batch returns late: its results are dropped
+    while batcher.busy_slots:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert len(model.batches) == 1, "no batch was dispatched after the grace ran out"
+    assert loop_errors == []
 
 
 class ThreadLog:
@@ -347,6 +432,18 @@ async def test_three_slow_calls_close_together_send_a_model_back_to_the_executor
     on_loop = model.on_loop()
     assert set(range(1, 24)) <= set(on_loop)
     assert not set(range(24, 30)) & set(on_loop), on_loop
+
+
+async def test_one_very_slow_call_sends_a_model_back_to_the_executor_at_once(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """A call that held the loop for 10 ms is not waited out as a hiccup (a model slow on
+    every fifth call never scored three slow calls close together)."""
+    model = ThreadLog(slow_calls({20}, seconds=0.01))
+    await one_at_a_time(make_batcher(model, executor, inline_when_fast=True), 30)
+    on_loop = model.on_loop()
+    assert set(range(1, 21)) <= set(on_loop)
+    assert not set(range(21, 30)) & set(on_loop), on_loop
 
 
 async def test_without_inline_permission_even_a_fast_model_stays_off_the_loop(

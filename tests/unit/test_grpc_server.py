@@ -191,3 +191,29 @@ async def test_calls_are_traced_as_children_of_their_traceparent(tmp_path: Path)
     assert span.name == "ServerLive"
     assert format(span.context.trace_id, "032x") == trace_id
     tracing.provider.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("parameter", "code"),
+    [
+        # Not a positive number: refused as the client's error, not the server's.
+        (pb.InferParameter(double_param=float("nan")), grpc.StatusCode.INVALID_ARGUMENT),
+        (pb.InferParameter(double_param=-1.0), grpc.StatusCode.INVALID_ARGUMENT),
+        # Past the manifest's maximum, however far: capped to it, and answered.
+        (pb.InferParameter(double_param=1e300), grpc.StatusCode.OK),
+        (pb.InferParameter(double_param=float("inf")), grpc.StatusCode.OK),
+    ],
+)
+async def test_a_timeout_parameter_is_checked_and_capped(
+    running: Running, parameter: pb.InferParameter, code: grpc.StatusCode
+) -> None:
+    request = sleepy_request(0.0)
+    request.parameters["timeout"].CopyFrom(parameter)
+    if code is grpc.StatusCode.OK:
+        response = await running.call("ModelInfer", request, pb.ModelInferResponse)
+        assert np.frombuffer(response.raw_output_contents[0], np.float32).tolist() == [0.0]
+        return
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await running.call("ModelInfer", request, pb.ModelInferResponse)
+    assert info.value.code() is code
+    assert "timeout" in (info.value.details() or "")

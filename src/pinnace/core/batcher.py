@@ -29,7 +29,9 @@ every batch paid the hop. The rules:
   batches back to the executor when three come with at most two fast ones between them; a lone
   slow call (a preemption, an interrupt, the host's other guests) is not the model's cost.
   Under load on a shared machine such hiccups come every few hundred batches, and each one
-  that sent a fast model to the executor cost every batch a thread hop until it came back;
+  that sent a fast model to the executor cost every batch a thread hop until it came back.
+  One call of ``_LEAVE_AFTER_S`` or more sends them back at once: blocking every connection
+  that long is never paid again on the chance that it was a hiccup;
 * from the executor, a batch comes back to the loop only when the executor thread's own CPU
   time in the model call was under the threshold. Its wall time cannot decide: on a busy loop
   it includes waits for the GIL. A model that spends little CPU but long waits (a GPU, an
@@ -92,6 +94,10 @@ _SLOW_WEIGHT: Final = 4
 _LEAVE_AT: Final = 10
 """Three slow model calls with at most two fast ones between them send a model back to the
 executor; a slow call now and then (a preemption, an interrupt, the host) does not."""
+_LEAVE_AFTER_S: Final = 5e-3
+"""A model call that held the loop thread this long sends the model back to the executor at
+once: a hiccup longer than a scheduler's time slice is rare, and a model that slow now and
+then (a large batch among small ones) must not keep blocking every other connection."""
 _FIRST_PROBE_GAP: Final = 16
 _MAX_PROBE_GAP: Final = 1024
 """Executor batches between two tries on the loop thread, after failed tries (doubling)."""
@@ -151,6 +157,10 @@ class Batcher:
         self._deadline_timer_at = 0.0
         self._drained: asyncio.Future[None] | None = None
         self._closed = False
+        self._abandoned = False
+        """close() gave up waiting: nothing more runs, every request left has failed."""
+        self._running: dict[int, list[_Pending]] = {}
+        """The batches in the executor, by id."""
         self._inline = False
         """Run the next batch on the loop thread."""
         self._probe_gap = _FIRST_PROBE_GAP
@@ -191,9 +201,12 @@ class Batcher:
             raise ServerBusyError("model version is being unloaded", retry_after=_RETRY_AFTER_S)
         queue = self._queue
         if len(queue) >= self._max_queue:
-            raise ServerBusyError(
-                f"queue full ({self._max_queue} requests waiting)", retry_after=_RETRY_AFTER_S
-            )
+            # Requests that expired or were cancelled while queued wait no longer: not counted.
+            queue = self._drop_finished()
+            if len(queue) >= self._max_queue:
+                raise ServerBusyError(
+                    f"queue full ({self._max_queue} requests waiting)", retry_after=_RETRY_AFTER_S
+                )
         loop = self._loop or self._bind_loop()
         future: asyncio.Future[Arrays] = loop.create_future()
         now = time.monotonic()
@@ -234,9 +247,24 @@ class Batcher:
                 await asyncio.wait_for(asyncio.shield(self._drained), grace_s)
             except TimeoutError:
                 log.warning("batcher closed with requests still in flight after %.1fs", grace_s)
+                self._abandon()
         self._executor.shutdown(wait=False)
 
     # -- dispatch (event loop thread) -------------------------------------------------------
+
+    def _abandon(self) -> None:
+        """The grace ran out: every request still queued or running fails now, rather than at
+        its deadline. Nothing more is dispatched (the executor is shut down, the runtime about
+        to be unloaded); a running batch's late results are dropped like an expired request's."""
+        self._abandoned = True
+        waiting = [*self._queue, *(item for batch in self._running.values() for item in batch)]
+        self._queue.clear()
+        self._queued_rows = 0
+        if self._delay_timer is not None:
+            self._delay_timer.cancel()
+            self._delay_timer = None
+        self._fail(waiting, ServerBusyError("model version is being unloaded", retry_after=_RETRY_AFTER_S))
+        self._inline = False  # _fail sets it too; stated here as what abandoning means
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         self._loop = asyncio.get_running_loop()
@@ -267,6 +295,8 @@ class Batcher:
         if self._delay_timer is not None:
             self._delay_timer.cancel()
             self._delay_timer = None
+        if self._abandoned:
+            return
         while self._free_slots > 0:
             batch = self._take_batch()
             if not batch:
@@ -278,6 +308,7 @@ class Batcher:
                 break
             self._free_slots -= 1
             self._executing += len(batch)
+            self._running[id(batch)] = batch
             done = loop.run_in_executor(self._executor, self._execute, batch, True)
             done.add_done_callback(partial(self._executed, batch=batch, dispatched=started))
         if self._queue:
@@ -298,10 +329,10 @@ class Batcher:
             else:
                 self._probe_gap = _FIRST_PROBE_GAP  # fast for a while: tries start over
             return
-        self._slow_score += _SLOW_WEIGHT
+        self._slow_score += _LEAVE_AT if executed[3] >= _LEAVE_AFTER_S else _SLOW_WEIGHT
         if self._slow_score >= _LEAVE_AT:
-            # Slow calls close together (or a try that failed): back to the executor, and wait
-            # longer before the next try.
+            # Slow calls close together, a very slow one, or a try that failed: back to the
+            # executor, and wait longer before the next try.
             self._inline = False
             self._probe_in = self._probe_gap
             self._probe_gap = min(self._probe_gap * 2, _MAX_PROBE_GAP)
@@ -312,6 +343,7 @@ class Batcher:
         """An executor batch finished (on the loop thread, via its future)."""
         self._free_slots += 1
         self._executing -= len(batch)
+        del self._running[id(batch)]
         exc = done.exception()
         if exc is not None:
             self._fail(batch, exc)
@@ -325,6 +357,13 @@ class Batcher:
                 else:
                     self._probe_in -= 1
         self._dispatch()
+
+    def _drop_finished(self) -> deque[_Pending]:
+        """The queue without the requests that expired or were cancelled while queued."""
+        live = deque(item for item in self._queue if not item.future.done())
+        self._queue = live
+        self._queued_rows = sum(item.rows for item in live)
+        return live
 
     def _take_batch(self) -> list[_Pending]:
         """The oldest live request plus every compatible one that fits, in queue order."""
@@ -356,20 +395,25 @@ class Batcher:
         return batch
 
     def _complete(self, batch: list[_Pending], executed: _Executed, dispatched: float) -> None:
-        """Hand each request its rows, then tell statistics and observers."""
+        """Hand each request its rows, then tell statistics and observers. Requests that
+        expired (or were abandoned) meanwhile have had their answer: like Triton, statistics
+        count only the requests that got their outputs, and the batch as executed."""
         results, started, t_input, t_infer, t_output, _ = executed
         self._lone = len(batch) == 1
         rows = sum(item.rows for item in batch) if len(batch) > 1 else batch[0].rows
+        delivered = 0
         compute_s = t_input + t_infer + t_output
         queue_s = []
         records = []
         for item, result in zip(batch, results, strict=True):
-            waited = dispatched - item.enqueued
-            queue_s.append(waited)
             if item.timer is not None:
                 item.timer.cancel()
-            if not item.future.done():
-                item.future.set_result(result)
+            if item.future.done():
+                continue
+            item.future.set_result(result)
+            delivered += item.rows
+            waited = dispatched - item.enqueued
+            queue_s.append(waited)
             record = item.record
             if record is not None:  # what the access log and tracing read once it is sent
                 record.batch_size = rows
@@ -382,11 +426,15 @@ class Batcher:
         assert self._loop is not None
         self._loop.call_soon(
             self._account,
-            ExecutedBatch(rows, queue_s, dispatched, started, t_input, t_infer, t_output, records),
+            ExecutedBatch(
+                rows, delivered, queue_s, dispatched, started, t_input, t_infer, t_output, records
+            ),
         )
 
     def _account(self, batch: ExecutedBatch) -> None:
-        self.stats.record_batch(batch.rows, batch.queue_s, batch.t_input, batch.t_infer, batch.t_output)
+        self.stats.record_batch(
+            batch.rows, batch.delivered, batch.queue_s, batch.t_input, batch.t_infer, batch.t_output
+        )
         if self._observer is not None:
             self._observer.on_batch(self.stats.name, self.stats.version, batch)
 
@@ -451,23 +499,29 @@ class Batcher:
         outputs = self._run(inputs, wanted)
         t2 = time.perf_counter()
         cpu = time.thread_time() - cpu0 if in_thread else 0.0
-        results = _split(batch, outputs, batched=self._max_batch_size > 0)
+        results = _split(batch, outputs, wanted, batched=self._max_batch_size > 0)
         t3 = time.perf_counter()
         return results, started, t1 - t0, t2 - t1, t3 - t2, cpu
 
 
-def _split(batch: list[_Pending], outputs: Arrays, *, batched: bool) -> list[Arrays]:
-    if len(batch) == 1:
+def _split(batch: list[_Pending], outputs: Arrays, wanted: list[str], *, batched: bool) -> list[Arrays]:
+    """Each request's rows of the outputs it asked for. With batching, every output asked for
+    must have a row per input row, whether the batch holds one request or several, so that a
+    model's wrong answer never depends on the load; an output nobody asked for is not looked at."""
+    lone = len(batch) == 1
+    total = batch[0].rows if lone else sum(item.rows for item in batch)
+    if batched:
+        for name in wanted:
+            array = outputs[name]
+            if array.ndim == 0 or array.shape[0] != total:
+                raise InternalError(
+                    f"the model returned {name!r} with shape {list(array.shape)} for a batch of {total} rows"
+                )
+    if lone:
         result = {}
         for name in batch[0].outputs:
             result[name] = outputs[name]
         return [result]
-    total = sum(item.rows for item in batch)
-    for name, array in outputs.items():
-        if not batched or array.ndim == 0 or array.shape[0] != total:
-            raise InternalError(
-                f"the model returned {name!r} with shape {list(array.shape)} for a batch of {total} rows"
-            )
     results = []
     start = 0
     for item in batch:

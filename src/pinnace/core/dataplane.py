@@ -256,6 +256,8 @@ class _Plan:
             return self.default_timeout_s
         asked = params["timeout"]
         # V2 "timeout" is in microseconds (Triton's convention); it may only shorten the maximum.
-        if isinstance(asked, bool) or not isinstance(asked, int | float) or asked <= 0:
+        # `not asked > 0` refuses NaN too; the cap comes before the division, which an integer
+        # past a float's range would overflow.
+        if isinstance(asked, bool) or not isinstance(asked, int | float) or not asked > 0:
             raise InvalidInputError("parameter 'timeout' must be a positive number of microseconds")
-        return min(asked / 1e6, self.max_timeout_s)
+        return min(asked, self.max_timeout_s * 1e6) / 1e6

@@ -84,13 +84,20 @@ class ModelStats(msgspec.Struct, dict=True):
         self._by_size: dict[int, BatchStat] = {s.batch_size: s for s in self.batch_stats}
 
     def record_batch(
-        self, rows: int, queue_s: list[float], t_input: float, t_infer: float, t_output: float
+        self,
+        rows: int,
+        delivered: int,
+        queue_s: list[float],
+        t_input: float,
+        t_infer: float,
+        t_output: float,
     ) -> None:
-        """One successful execution of ``len(queue_s)`` requests holding ``rows`` rows."""
+        """One successful execution of ``rows`` rows, which answered ``len(queue_s)`` requests
+        holding ``delivered`` rows (the others had expired meanwhile)."""
         # Runs once per batch on the loop thread: plain field updates, not Duration.add calls.
         n = len(queue_s)
         self.execution_count += 1
-        self.inference_count += rows
+        self.inference_count += delivered
         self.last_inference = time.time_ns() // 1_000_000
         ns_input, ns_infer, ns_output = int(t_input * 1e9), int(t_infer * 1e9), int(t_output * 1e9)
         s = self.inference_stats
@@ -143,8 +150,11 @@ class ExecutedBatch(msgspec.Struct, gc=False):
     """One successful model execution, as observers see it. Times are ``time.monotonic()``."""
 
     rows: int
+    """The rows the model ran."""
+    delivered: int
+    """The rows of the requests that got their outputs (the others expired meanwhile)."""
     queue_s: list[float]
-    """Per request, the time it waited in the queue."""
+    """Per request that got its outputs, the time it waited in the queue."""
     dispatched: float
     """When the batch left the queue."""
     started: float

@@ -20,8 +20,8 @@ from tests.unit.observability.conftest import in_process, iris_body
 
 def test_record_batch_counts_requests_rows_and_executions_as_triton_does() -> None:
     stats = ModelStats(name="m", version="1")
-    stats.record_batch(3, [0.001, 0.003], 0.1, 0.2, 0.3)  # 2 requests, 3 rows
-    stats.record_batch(1, [0.002], 0.1, 0.2, 0.3)
+    stats.record_batch(3, 3, [0.001, 0.003], 0.1, 0.2, 0.3)  # 2 requests, 3 rows
+    stats.record_batch(1, 1, [0.002], 0.1, 0.2, 0.3)
     s = stats.inference_stats
     assert (stats.inference_count, stats.execution_count) == (4, 2)
     assert (s.queue.count, s.queue.ns) == (3, 6_000_000)
@@ -35,7 +35,7 @@ def test_record_batch_counts_requests_rows_and_executions_as_triton_does() -> No
 
 def test_serialised_stats_parse_as_tritons_model_statistics_response() -> None:
     stats = ModelStats(name="m", version="1")
-    stats.record_batch(2, [0.001, 0.001], 0.1, 0.2, 0.3)
+    stats.record_batch(2, 2, [0.001, 0.001], 0.1, 0.2, 0.3)
     stats.inference_stats.success.add(0.5)
     stats.inference_stats.fail.add(0.25)
     doc = msgspec.json.decode(encode_json({"model_stats": [stats]}))
