@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
+from pinnace import serving
 from pinnace.core.stats import CURRENT_RECORD, RequestRecord
+from pinnace.errors import InvalidInputError
 from pinnace.observability.setup import build_observability
 from pinnace.server.app import _uvicorn, build_dataplane
 from pinnace.server.rest import direct
@@ -169,6 +171,7 @@ async def test_inference_skips_asgi_and_answers_as_asgi_does(repo: Path) -> None
         post("/v2/models/iris/infer", IRIS.replace(b'"FP32"', b'"FP64"')),
         post("/v2/models/nope/infer", IRIS),
         post("/v2/models/iris/versions/7/infer", IRIS),
+        post("/v2/models/iris/versions//infer", IRIS),  # no version named: not the default one
         post("/v2/models/iris/infer", IRIS, "Content-Type: application/json", "X-Request-Id: abc"),
         post("/v2/models/iris/infer", b"x" * (CAP + 1)),
     ]
@@ -186,12 +189,13 @@ async def test_inference_skips_asgi_and_answers_as_asgi_does(repo: Path) -> None
         async with listening(repo, protocol) as listener:
             answers[protocol] = [await listener.exchange(request) for request in requests]
             through_asgi = listener.app.asgi_calls
-        assert through_asgi == (0 if protocol is DirectInferenceProtocol else len(requests))
+        # The path without a version is no route at all: ASGI answers it, as any such path.
+        assert through_asgi == (1 if protocol is DirectInferenceProtocol else len(requests))
     direct_answers, asgi_answers = answers[DirectInferenceProtocol], answers[CoalescingHttpToolsProtocol]
-    assert [status for status, _, _ in direct_answers] == [200, 200, 400, 400, 404, 404, 200, 413, 200]
+    assert [status for status, _, _ in direct_answers] == [200, 200, 400, 400, 404, 404, 404, 200, 413, 200]
     assert direct_answers == asgi_answers
     assert json.loads(direct_answers[0][2])["outputs"][0]["data"] == [0]
-    assert direct_answers[8][1][b"content-type"] == b"application/octet-stream"
+    assert direct_answers[-1][1][b"content-type"] == b"application/octet-stream"
 
 
 async def test_other_routes_still_go_through_asgi(repo: Path) -> None:
@@ -284,6 +288,87 @@ async def test_a_body_that_stalls_is_refused_and_the_connection_closed(
         assert headers[b"connection"] == b"close"
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
+
+
+async def test_a_head_without_its_body_is_refused_on_the_asgi_route_too(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind Expect: 100-continue (or pipelined), a request goes through ASGI: a client that
+    then sends nothing gets its 400 there too, rather than holding the connection for ever."""
+    monkeypatch.setattr(serving, "BODY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(serving, "_SWEEP_S", 0.05)
+    async with listening(repo) as listener:
+        reader, writer = await listener.connect()
+        writer.write(
+            b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 110\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        assert b" 100 " in await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        status, _, body = await read_response(reader)
+        writer.close()
+    assert status == 400 and b"not received within 0.2s" in body
+    assert listener.app.asgi_calls == 1
+
+
+async def test_read_body_refuses_a_head_without_its_body_and_passes_other_cancellations_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the gateway and the management listeners read bodies with."""
+    monkeypatch.setattr(serving, "BODY_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(serving, "_SWEEP_S", 0.02)
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await never.wait()
+        return {}
+
+    with pytest.raises(InvalidInputError, match=r"not received within 0\.1s"):
+        await asyncio.wait_for(serving.read_body(receive, 100), 10)
+    reading = asyncio.ensure_future(serving.read_body(receive, 100))
+    await asyncio.sleep(0.01)
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+
+
+async def test_an_early_refusal_is_recorded_without_an_earlier_requests_record(repo: Path) -> None:
+    """A read resumed from a pipelined ASGI request's task runs (on asyncio's own loop) in a
+    copy of that task's context; a request refused from its head there has no record."""
+    async with listening(repo) as listener:
+        reader, writer = await listener.connect()
+        writer.write(post("/v2/models/iris/infer", IRIS) + post("/v2/models/slow/infer", slow_body(-1.0)))
+        await asyncio.sleep(0.1)
+        writer.write(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        for _ in range(3):
+            await read_response(reader)
+        writer.write(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (CAP + 1))
+        assert (await read_response(reader))[0] == 413
+        writer.close()
+        await listener.finished(4)
+    _, status, record = listener.recorder.finished[-1]
+    assert status == 413
+    assert record is None, f"recorded with {record.model!r}'s record"
+
+
+async def test_writes_after_the_client_has_gone_are_dropped() -> None:
+    """uvicorn marks only a connection's latest cycle disconnected: an earlier pipelined one
+    still sends, and uvloop's transport raises on a write after close."""
+
+    class RaisingWhenClosed(StubTransport):
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            if self.closed:
+                raise RuntimeError("the handler is closed")
+            super().write(data)
+
+    stub = RaisingWhenClosed()
+    transport = serving._CoalescingTransport(stub, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    stub.close()
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    transport.write(b"body")
+    transport.write_whole(b"HTTP/1.1 200 OK\r\n\r\n", b"body")
+    await asyncio.sleep(0)
+    assert stub.written == b""
 
 
 async def test_http_1_0_closes_after_the_answer(repo: Path) -> None:

@@ -35,7 +35,7 @@ from pinnace.server.rest.http import (
     respond_json,
     response_messages,
 )
-from pinnace.serving import ClientGone, refuse_declared, rest_of_body, whole_body
+from pinnace.serving import ClientGone, first_message, refuse_declared, rest_of_body, whole_body
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,8 @@ class RestApp:
                 model = parts[2]
                 if n >= 5 and parts[3] == "versions":
                     version, rest = parts[4], parts[5:]
+                    if not version:  # "versions//infer": not the default version
+                        raise ModelNotFoundError(f"model {model!r} has no version ''")
                     base = "/v2/models/{model}/versions/{version}"
                 else:
                     version, rest = "", parts[3:]
@@ -209,7 +211,7 @@ class RestApp:
         # (about 1 µs of CPU each time, measured in-process).
         cap = self.max_body_bytes
         refuse_declared(content_length, cap)
-        message = await receive()
+        message = await first_message(receive)
         body = whole_body(message, cap)
         if body is None:
             body = await rest_of_body(receive, message, cap)

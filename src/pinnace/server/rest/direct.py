@@ -336,8 +336,16 @@ class DirectInferenceProtocol(CoalescingHttpToolsProtocol):
 
     def _tell_listener(self, request: DirectRequest, status: int) -> None:
         assert self._rest is not None
+        finished = self._rest.finished
+        args = (request.route, request.model, request.version, status, request.started, request.scope)
         try:
-            self._rest.finished(request.route, request.model, request.version, status, request.started, request.scope)
+            if request.context is None:
+                # Answered before it started (refused from its head or body, late, gone): the
+                # current context may be another request's (a read resumed from a pipelined
+                # ASGI request's task, on asyncio's own loop), whose record is not this one's.
+                contextvars.Context().run(finished, *args)
+            else:
+                finished(*args)
         except Exception:
             # Raised inside the parser's callbacks it would become "invalid HTTP request" and a
             # second answer after the first; the answer is out, the connection stays as it is.
