@@ -67,8 +67,8 @@ async def first_message(receive: Any) -> dict[str, Any]:
 class _FirstMessageWatch:
     """The tasks of one loop waiting for their request's first message, and since when. A
     timer sweeps them every ``_SWEEP_S`` while any wait, rather than a timer a request: the
-    gateway reads every body this way, and a loop timer costs 2.5 µs a request on uvloop,
-    ``asyncio.timeout`` 5 µs; a dictionary entry costs a tenth of that."""
+    gateway reads every body this way, and a loop timer costs 2.2 µs a request on uvloop,
+    ``asyncio.timeout`` 4.5 µs, this watch 0.8 µs."""
 
     __slots__ = ("late", "loop", "since", "timer")
 

@@ -264,7 +264,6 @@ class Batcher:
             self._delay_timer.cancel()
             self._delay_timer = None
         self._fail(waiting, ServerBusyError("model version is being unloaded", retry_after=_RETRY_AFTER_S))
-        self._inline = False  # _fail sets it too; stated here as what abandoning means
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         self._loop = asyncio.get_running_loop()
