@@ -52,15 +52,13 @@ async def first_message(receive: Any) -> dict[str, Any]:
         watch.arm()
     try:
         message: dict[str, Any] = await receive()
-    except asyncio.CancelledError:
-        if task not in watch.late:
-            raise
+    except asyncio.CancelledError as exc:
+        if exc.args != (_BODY_LATE,):
+            raise  # not the sweep's: the server stops, or the client went away
         task.uncancel()
         raise InvalidInputError(f"request body not received within {BODY_TIMEOUT_S:g}s") from None
     finally:
         watch.since.pop(task, None)
-        if watch.late:
-            watch.late.discard(task)
     return message
 
 
@@ -70,15 +68,13 @@ class _FirstMessageWatch:
     gateway reads every body this way, and a loop timer costs 2.2 µs a request on uvloop,
     ``asyncio.timeout`` 4.5 µs, this watch 0.8 µs."""
 
-    __slots__ = ("late", "loop", "since", "timer")
+    __slots__ = ("loop", "since", "timer")
 
     _current: ClassVar[_FirstMessageWatch | None] = None
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.since: dict[asyncio.Task[Any], float] = {}
-        self.late: set[asyncio.Task[Any]] = set()
-        """Tasks the sweep cancelled, until they have seen it."""
         self.timer: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -100,12 +96,12 @@ class _FirstMessageWatch:
         for task, since in list(self.since.items()):
             if now - since >= BODY_TIMEOUT_S:
                 del self.since[task]
-                self.late.add(task)
-                task.cancel()
+                task.cancel(_BODY_LATE)  # the message tells this cancellation from any other
         if self.since:
             self.arm()
 
 
+_BODY_LATE: Final = "request body not received in time"
 _SWEEP_S: Final = 1.0
 """How often waiting requests are checked: a head without a body is refused within
 ``BODY_TIMEOUT_S`` and this."""
